@@ -24,7 +24,15 @@ from reliev3r_ns.losses import (
 )
 from reliev3r_ns.teachers.simulated import gt_correspondences, simulated_relative_depth
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64_by_default():
+    """Exact-geometry checks need float64; restored afterwards so other test modules are unaffected."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 @pytest.fixture(scope="module")

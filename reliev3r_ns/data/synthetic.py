@@ -28,7 +28,7 @@ TRAJECTORIES = ("orbit", "forward", "lookat")
 _OBJECT_DISC_RADIUS = 2.4
 _CAMERA_RING_INNER = 3.3
 _WALL_MARGIN = 0.6
-_TEXTURE_TILE_METRES = 1.6
+_TEXTURE_TILE_METRES = 4.0
 
 
 @dataclass
@@ -48,7 +48,7 @@ class SyntheticSceneConfig:
     """Draw the focal length per view (else once per scene)."""
     supersample: int = 2
     """RGB is averaged over supersample^2 rays per pixel (anti-aliasing); depth uses the pixel centre."""
-    texture_size: int = 256
+    texture_size: int = 512
 
     def validate(self) -> None:
         if self.width < 8 or self.height < 8:
