@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from reliev3r_ns.geometry.camera import project_world_points, unproject_depth_to_world
 from reliev3r_ns.geometry.pose import invert_pose
+from reliev3r_ns.losses.reprojection import sample_depth
 
 SIMULATED_TEACHER_NAME = "simulated"
 
@@ -109,11 +110,12 @@ def gt_correspondences(
     keep = np.nonzero(inside)[0][seen]
     # Drop matches whose depth interpolated in view j belongs to no surface (a depth edge): lifted
     # from view j, such a match would not come back to its pixel in view i.
-    x0 = np.clip(np.floor(uv_j[keep, 0]).astype(int), 0, W - 2)
-    y0 = np.clip(np.floor(uv_j[keep, 1]).astype(int), 0, H - 2)
-    fx, fy = uv_j[keep, 0] - x0, uv_j[keep, 1] - y0
-    dj = depths[view_j]
-    z_interp = (1 - fy) * ((1 - fx) * dj[y0, x0] + fx * dj[y0, x0 + 1]) + fy * ((1 - fx) * dj[y0 + 1, x0] + fx * dj[y0 + 1, x0 + 1])
+    z_interp = sample_depth(
+        torch.from_numpy(np.asarray(depths, dtype=np.float64))[None],
+        torch.zeros(len(keep), dtype=torch.long),
+        torch.full((len(keep),), view_j),
+        torch.from_numpy(uv_j[keep]),
+    ).numpy()
     rays = np.concatenate([uv_j[keep], np.ones((len(keep), 1))], 1) @ np.linalg.inv(intrinsics[view_j]).T
     back_world = (rays * z_interp[:, None]) @ cam_to_world[view_j, :3, :3].T + cam_to_world[view_j, :3, 3]
     back_uv, _ = project_world_points(torch.from_numpy(back_world), torch.from_numpy(intrinsics[view_i]), invert_pose(torch.from_numpy(cam_to_world[view_i])))
