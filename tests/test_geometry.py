@@ -223,3 +223,31 @@ def test_transforms_json_errors_name_the_problem():
     shared = {k: good[k] for k in ("fl_x", "fl_y", "cx", "cy", "w", "h")}
     (frame,) = G.frames_from_transforms_json({**shared, "frames": [{"file_path": "a.png", "transform_matrix": good["transform_matrix"]}]})
     assert frame["width"] == 8
+
+
+def test_axis_angle_to_rotation_matches_scipy_rotvec():
+    rng = np.random.default_rng(7)
+    rotvec = rng.normal(size=(32, 3)) * rng.uniform(0, 3.0, size=(32, 1))
+    ours = G.axis_angle_to_rotation(torch.tensor(rotvec)).numpy()
+    np.testing.assert_allclose(ours, Rotation.from_rotvec(rotvec).as_matrix(), atol=1e-10)
+    # Differentiable at the identity (Rodrigues' formula divides by the angle there).
+    zero = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    G.axis_angle_to_rotation(zero)[0, 1].backward()
+    assert torch.isfinite(zero.grad).all() and zero.grad.abs().sum() > 0
+
+
+def test_rotation_from_6d_matches_numpy_qr():
+    rng = np.random.default_rng(8)
+    six = rng.normal(size=(64, 6))
+    ours = G.rotation_from_6d(torch.tensor(six)).numpy()
+    for k in range(64):
+        # QR of [a1 a2] orthonormalises the columns in order; fix QR's sign freedom with diag(R) > 0.
+        q, r = np.linalg.qr(np.stack([six[k, :3], six[k, 3:]], axis=1))
+        q = q * np.sign(np.diag(r))
+        np.testing.assert_allclose(ours[k][:, :2], q, atol=1e-10)
+        np.testing.assert_allclose(np.linalg.det(ours[k]), 1.0, atol=1e-10)
+        np.testing.assert_allclose(ours[k].T @ ours[k], np.eye(3), atol=1e-10)
+    # A rotation's own first two columns map back to it.
+    rot = torch.tensor(Rotation.random(5, random_state=3).as_matrix())
+    back = G.rotation_from_6d(torch.cat([rot[..., :, 0], rot[..., :, 1]], dim=-1))
+    torch.testing.assert_close(back, rot)

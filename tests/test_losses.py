@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reliev3r_ns.data.synthetic import SyntheticSceneConfig, generate_scene
-from reliev3r_ns.geometry import invert_pose, make_pose
+from reliev3r_ns.geometry import axis_angle_to_rotation, invert_pose, make_pose
 from reliev3r_ns.losses import (
     GeometryPrediction,
     GroundTruth,
@@ -249,14 +249,6 @@ def test_point_behind_camera_costs_more_than_any_point_in_front():
     assert loss_at(1.0, residual="pixel")[0] == 0.0
 
 
-def axis_angle_to_matrix(w):
-    theta = torch.linalg.norm(w) + 1e-12
-    k = w / theta
-    Kx = torch.zeros(3, 3)
-    Kx[0, 1], Kx[0, 2], Kx[1, 0], Kx[1, 2], Kx[2, 0], Kx[2, 1] = -k[2], k[1], k[2], -k[0], -k[1], k[0]
-    return torch.eye(3) + torch.sin(theta) * Kx + (1 - torch.cos(theta)) * Kx @ Kx
-
-
 def test_gradient_step_on_a_perturbed_pose_reduces_the_loss(scene):
     depth, K, c2w = scene_tensors(scene)
     matches = all_matches(scene)
@@ -265,7 +257,7 @@ def test_gradient_step_on_a_perturbed_pose_reduces_the_loss(scene):
 
     def loss_fn():
         perturbed = c2w.clone()
-        pose = make_pose(axis_angle_to_matrix(rotation_delta) @ c2w[0, 1, :3, :3], c2w[0, 1, :3, 3] + translation_delta)
+        pose = make_pose(axis_angle_to_rotation(rotation_delta) @ c2w[0, 1, :3, :3], c2w[0, 1, :3, 3] + translation_delta)
         perturbed = torch.cat([c2w[:, :1], pose[None, None], c2w[:, 2:]], dim=1)
         return reprojection_loss(depth, K, perturbed, matches)[0]
 

@@ -26,6 +26,7 @@ from reliev3r_ns.geometry.conventions import (
     intrinsics_opencv_to_nerfstudio,
 )
 from reliev3r_ns.geometry.pose import (
+    axis_angle_to_rotation,
     camera_centres,
     compose_poses,
     invert_pose,
@@ -35,6 +36,7 @@ from reliev3r_ns.geometry.pose import (
     quaternion_to_rotation,
     relative_poses_to_reference,
     rotation_angle,
+    rotation_from_6d,
     rotation_geodesic_distance,
     rotation_to_quaternion,
     transform_points,

@@ -140,3 +140,30 @@ def look_at(camera_centre: Tensor, target: Tensor, world_up: Tensor) -> Tensor:
     down = torch.linalg.cross(forward, right, dim=-1)
     rotation = torch.stack([right, down, forward], dim=-1)  # columns are the camera axes in world
     return make_pose(rotation, camera_centre)
+
+
+def axis_angle_to_rotation(axis_angle: Tensor) -> Tensor:
+    """(..., 3) axis-angle vectors (direction = axis, norm = angle in radians) -> (..., 3, 3).
+
+    The matrix exponential of the skew matrix: exact, differentiable at zero (where Rodrigues'
+    formula divides by the angle), which is where pose refinement starts.
+    """
+    zero = torch.zeros_like(axis_angle[..., 0])
+    x, y, z = axis_angle.unbind(-1)
+    skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1)
+    return torch.linalg.matrix_exp(skew.reshape(*axis_angle.shape[:-1], 3, 3))
+
+
+def rotation_from_6d(six_d: Tensor, eps: float = 1e-8) -> Tensor:
+    """(..., 6) -> (..., 3, 3) rotation whose first two columns are the Gram-Schmidt
+    orthonormalisation of the two 3-vectors in ``six_d`` (Zhou et al. 2019).
+
+    Networks regress this instead of quaternions or Euler angles because the map is continuous,
+    so nearby rotations have nearby outputs; unlike an SVD projection its gradient stays finite.
+    """
+    a1, a2 = six_d[..., :3], six_d[..., 3:]
+    b1 = a1 / torch.linalg.norm(a1, dim=-1, keepdim=True).clamp_min(eps)
+    a2 = a2 - (b1 * a2).sum(-1, keepdim=True) * b1
+    b2 = a2 / torch.linalg.norm(a2, dim=-1, keepdim=True).clamp_min(eps)
+    b3 = torch.linalg.cross(b1, b2, dim=-1)
+    return torch.stack([b1, b2, b3], dim=-1)

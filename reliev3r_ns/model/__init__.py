@@ -1,0 +1,12 @@
+"""The feed-forward reconstruction model (pi3 / VGGT shaped): backbone, heads, presets, checkpoints."""
+
+from reliev3r_ns.model.ffrm import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    FFRM,
+    FFRMConfig,
+    Prediction,
+    ffrm_config,
+)
+
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "FFRM", "FFRMConfig", "Prediction", "ffrm_config"]
