@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from reliev3r_ns.geometry.conventions import frame_to_transforms_json, frames_from_transforms_json
 
@@ -74,15 +74,28 @@ class Scene:
         return np.stack([read_depth(self.depth_paths[i], (self.height, self.width)) for i in indices])
 
 
-def read_rgb(path: Path, expected_hw: Optional[tuple] = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB. Grey and RGBA images are converted; an unreadable file raises naming it."""
+def read_rgb(path: Path, expected_hw: Optional[tuple] = None, exif_transpose: bool = False) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; an unreadable or truncated file raises naming it.
+
+    Grey, RGBA and palette images are converted to RGB; 16-bit and float images are scaled to 8 bits
+    by their own maximum. ``exif_transpose`` applies the EXIF orientation (what a photo viewer shows):
+    right for raw captures, wrong for nerfstudio datasets, whose intrinsics refer to the stored pixels.
+    """
     try:
         with Image.open(path) as image:
             image.load()
-            rgb = np.asarray(image.convert("RGB"))
+            if exif_transpose:
+                image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                values = np.asarray(image, dtype=np.float64)
+                peak = values.max() if values.size and values.max() > 0 else 1.0
+                grey = np.clip(np.rint(values / peak * 255.0), 0, 255).astype(np.uint8)
+                rgb = np.repeat(grey[..., None], 3, axis=-1)
+            else:
+                rgb = np.asarray(image.convert("RGB"))
     except FileNotFoundError:
         raise SceneFormatError(f"{path}: image file is missing") from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SyntaxError) as error:
         raise SceneFormatError(f"{path}: cannot read image ({error}); replace or remove the file") from None
     if expected_hw is not None and rgb.shape[:2] != tuple(expected_hw):
         raise SceneFormatError(

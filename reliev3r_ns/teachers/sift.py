@@ -93,3 +93,24 @@ def match_all_pairs(images: np.ndarray, config: SiftMatcherConfig = SiftMatcherC
             uv_i, uv_j, conf = match_sift(features[i], features[j], config)
             out.append((i, j, uv_i, uv_j, conf))
     return out
+
+
+class SiftMatcher:
+    """The matcher interface the label pipeline uses: description (for the cache key), features, match."""
+
+    name = "sift"
+
+    def __init__(self, config: SiftMatcherConfig = SiftMatcherConfig()) -> None:
+        self.config = config
+
+    def description(self) -> dict:
+        import cv2
+        from dataclasses import asdict
+
+        return {"matcher": self.name, "opencv": cv2.__version__, **asdict(self.config)}
+
+    def features(self, image_rgb: np.ndarray) -> SiftFeatures:
+        return extract_sift(image_rgb, self.config)
+
+    def match(self, a: SiftFeatures, b: SiftFeatures) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return match_sift(a, b, self.config)

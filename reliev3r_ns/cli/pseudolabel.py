@@ -1,0 +1,138 @@
+"""reliev3r-pseudolabel: compute the weak labels (teacher depth, matches) of every scene under a folder.
+
+    reliev3r-pseudolabel --data DIR                                   # simulated teacher (scenes with GT depth) + SIFT
+    reliev3r-pseudolabel --data DIR --depth-teacher transformers --depth-model ./depth-anything-v2-small
+
+Labels go to the content-addressed cache (``--cache-dir``, default ``<cache>/labels``); a second
+run, or ``ns-train reliev3r`` on the same data, finds them there. An interrupted run resumes. A bad
+scene is reported and skipped; the others are labelled; the exit code is 1 if any scene failed.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import List, Literal, Optional, Tuple
+
+import tyro
+
+from reliev3r_ns.data.scene_io import SceneFormatError
+from reliev3r_ns.data.synthetic_dataset import cache_dir
+from reliev3r_ns.labels import LabelCache, Labeller, PairSelectionConfig, PseudoLabelConfig, discover_view_sets, open_view_set
+from reliev3r_ns.teachers.depth import DepthTeacherError, TransformersDepthTeacherConfig
+from reliev3r_ns.teachers.sift import SiftMatcherConfig
+from reliev3r_ns.teachers.simulated import SimulatedDepthTeacherConfig
+
+
+def default_label_cache() -> Path:
+    return cache_dir() / "labels"
+
+
+@dataclass
+class PseudoLabel:
+    data: Path
+    """A folder of images, a nerfstudio dataset, or a folder of either (searched recursively)."""
+    cache_dir: Optional[Path] = None
+    """Label cache root (default: <cache>/labels, see README)."""
+    depth_teacher: Literal["simulated", "transformers"] = "simulated"
+    """'simulated' turns GT depth into relative depth (synthetic scenes; experiments and tests only)."""
+    depth_model: Optional[str] = None
+    """transformers teacher: a local folder or a hub id already in the local Hugging Face cache."""
+    depth_space: Optional[Literal["depth", "disparity"]] = None
+    """What the depth model predicts; inferred for Depth Anything / Depth Pro / ZoeDepth / DPT."""
+    device: str = "auto"
+    batch_size: int = 4
+    matcher: Literal["sift"] = "sift"
+    sift: SiftMatcherConfig = field(default_factory=SiftMatcherConfig)
+    pairs: PairSelectionConfig = field(default_factory=PairSelectionConfig)
+    simulated: SimulatedDepthTeacherConfig = field(default_factory=SimulatedDepthTeacherConfig)
+    workers: int = 1
+    """Scenes labelled in parallel worker processes."""
+
+    def label_config(self) -> PseudoLabelConfig:
+        return PseudoLabelConfig(
+            depth_teacher=self.depth_teacher,
+            transformers=TransformersDepthTeacherConfig(self.depth_model or "", self.depth_space, self.device, self.batch_size),
+            simulated=self.simulated,
+            matcher=self.matcher,
+            sift=self.sift,
+            pairs=self.pairs,
+        )
+
+
+_WORKER: Optional[Labeller] = None
+
+
+def _init_worker(config: PseudoLabelConfig, root: Path) -> None:
+    global _WORKER
+    _WORKER = Labeller(config, LabelCache(root))
+
+
+def _label_one(scene: Path, labeller: Optional[Labeller] = None, progress=None) -> Tuple[Path, str, str]:
+    labeller = labeller or _WORKER
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            labels = labeller.label(open_view_set(scene), progress)
+        notes = "; ".join(str(w.message) for w in caught)
+        return scene, "ok", f"{len(labels.teacher)} views, {len(labels.pairs)} pairs, {labels.num_matches} matches" + (f" ({notes})" if notes else "")
+    except (SceneFormatError, DepthTeacherError, ValueError) as error:
+        return scene, "failed", str(error)
+
+
+def run(command: PseudoLabel) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    root = command.cache_dir or default_label_cache()
+    scenes = discover_view_sets(command.data)
+    config = command.label_config()
+    console.print(f"{len(scenes)} scene(s) under {command.data}; labels in {root}")
+    results: List[Tuple[Path, str, str]] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        scenes_task = progress.add_task("scenes", total=len(scenes))
+        if command.workers <= 1:
+            labeller = Labeller(config, LabelCache(root))
+            items = progress.add_task("labels", total=1)
+            for scene in scenes:
+                progress.update(items, description=f"  {scene.name}", completed=0)
+                results.append(_label_one(scene, labeller, lambda done, total: progress.update(items, completed=done, total=total)))
+                progress.advance(scenes_task)
+        else:
+            context = get_context("spawn")  # teachers may hold CUDA / OpenMP state that fork would copy
+            with ProcessPoolExecutor(command.workers, mp_context=context, initializer=_init_worker, initargs=(config, root)) as pool:
+                futures = [pool.submit(_label_one, scene) for scene in scenes]
+                for future in as_completed(futures):
+                    results.append(future.result())
+                    progress.advance(scenes_task)
+
+    failed = [r for r in results if r[1] != "ok"]
+    table = Table(title="pseudo-labels")
+    for column in ("scene", "status", "details"):
+        table.add_column(column)
+    for scene, status, detail in sorted(results):
+        table.add_row(str(scene), status, detail)
+    console.print(table)
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(results)} scene(s) failed; fix them and run again (finished labels are kept)[/red]")
+    return 1 if failed else 0
+
+
+def entrypoint() -> None:
+    command = tyro.cli(PseudoLabel, description=__doc__)
+    try:
+        sys.exit(run(command))
+    except (SceneFormatError, DepthTeacherError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,89 @@
+"""What a 'scene' is for labelling: a set of images of one place, found under a data folder.
+
+Three layouts are recognised, checked in this order for every folder under ``--data``:
+  1. a nerfstudio dataset (``transforms.json``; our synthetic scenes are these, with GT depth);
+  2. a folder with an ``images/`` subfolder of images (e.g. the output of a capture app);
+  3. a folder holding images directly.
+Hidden folders (a leading '.') are skipped; they hold unfinished writes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from reliev3r_ns.data.scene_io import TRANSFORMS_FILE, SceneFormatError, load_scene, read_depth, read_rgb
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class ViewSet:
+    root: Path
+    image_paths: List[Path]
+    exif_transpose: bool
+    """Raw captures are shown upright (EXIF applied); nerfstudio datasets are read as stored."""
+    depth_paths: Optional[List[Path]] = None
+    """GT depth, only for scenes that carry it (the simulated teacher needs it)."""
+
+    @property
+    def num_views(self) -> int:
+        return len(self.image_paths)
+
+    def load_image(self, index: int) -> np.ndarray:
+        return read_rgb(self.image_paths[index], exif_transpose=self.exif_transpose)
+
+    def load_gt_depth(self, index: int) -> np.ndarray:
+        if self.depth_paths is None:
+            raise SceneFormatError(f"{self.root}: this scene has no GT depth (needed by the simulated teacher only)")
+        return read_depth(self.depth_paths[index])
+
+
+def _images_in(folder: Path) -> List[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+
+
+def is_view_set(folder: Path) -> bool:
+    folder = Path(folder)
+    return (folder / TRANSFORMS_FILE).is_file() or ((folder / "images").is_dir() and bool(_images_in(folder / "images"))) or bool(_images_in(folder))
+
+
+def open_view_set(folder: Path) -> ViewSet:
+    """Read one scene's image list; raises SceneFormatError naming the folder for an empty one."""
+    folder = Path(folder)
+    if (folder / TRANSFORMS_FILE).is_file():
+        scene = load_scene(folder)
+        return ViewSet(folder, scene.image_paths, exif_transpose=False, depth_paths=scene.depth_paths)
+    for candidate in (folder / "images", folder):
+        if candidate.is_dir():
+            images = _images_in(candidate)
+            if images:
+                return ViewSet(folder, images, exif_transpose=True)
+    raise SceneFormatError(
+        f"{folder}: no images found (looked for {TRANSFORMS_FILE}, images/ and image files with extensions "
+        f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
+    )
+
+
+def discover_view_sets(data: Path) -> List[Path]:
+    """Every scene folder under ``data`` (``data`` itself when it is one), sorted."""
+    data = Path(data)
+    if not data.is_dir():
+        raise SceneFormatError(f"{data}: not a folder")
+    found: List[Path] = []
+    for current, dirs, _ in os.walk(data):
+        current_path = Path(current)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if is_view_set(current_path):
+            found.append(current_path)
+            dirs[:] = []  # a scene's own subfolders (images/, depth/) are not scenes
+    if not found:
+        raise SceneFormatError(
+            f"{data}: no scenes found. Give a folder of images, a nerfstudio dataset, or a folder of either "
+            "(e.g. the output of `reliev3r-synthetic generate`)"
+        )
+    return found

@@ -1,0 +1,161 @@
+"""Depth teachers: one interface, each teacher declaring the space of its output.
+
+A monocular teacher's map equals the truth only up to an unknown scale and shift *in its space*:
+Depth Anything predicts affine-invariant disparity, Depth Pro / ZoeDepth predict depth. The
+relative depth loss solves that ambiguity in the declared space, so getting the space right matters.
+
+- :class:`TransformersDepthTeacher`: any ``transformers`` depth-estimation checkpoint, loaded with
+  ``from_pretrained(..., local_files_only=True)`` from a folder or a hub id already in the local
+  Hugging Face cache: never a download at run time.
+- :class:`SimulatedDepthTeacher`: GT depth made relative (random affine map, noise, blur,
+  outliers); for scenes with GT depth, controlled experiments and tests only; named 'simulated'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reliev3r_ns.teachers.simulated import SimulatedDepthTeacherConfig, simulated_relative_depth
+
+Space = Literal["depth", "disparity"]
+
+# model_type -> what the model predicts, for checkpoints whose config does not say.
+KNOWN_SPACES: Dict[str, Space] = {"depth_pro": "depth", "zoedepth": "depth", "dpt": "disparity", "glpn": "depth"}
+
+
+class DepthTeacherError(RuntimeError):
+    pass
+
+
+class DepthTeacher:
+    name: str
+    space: Space
+
+    def description(self) -> Dict[str, Any]:
+        """Everything that changes the output: hashed into the cache key."""
+        raise NotImplementedError
+
+    def item_files(self, view_set, index: int) -> List[Path]:
+        """Files whose bytes key this view's label."""
+        return [view_set.image_paths[index]]
+
+    def predict(self, view_set, indices: Sequence[int], item_keys: Sequence[str]) -> List[np.ndarray]:
+        """(H, W) float32 maps at the image size, in ``self.space``, one per index."""
+        raise NotImplementedError
+
+
+class SimulatedDepthTeacher(DepthTeacher):
+    name = "simulated"
+
+    def __init__(self, config: SimulatedDepthTeacherConfig = SimulatedDepthTeacherConfig(), seed: int = 0) -> None:
+        self.config = config
+        self.seed = seed
+        self.space = config.space
+
+    def description(self) -> Dict[str, Any]:
+        return {"teacher": self.name, "seed": self.seed, **dataclasses.asdict(self.config)}
+
+    def item_files(self, view_set, index: int) -> List[Path]:
+        if view_set.depth_paths is None:
+            raise DepthTeacherError(
+                f"{view_set.root}: the simulated teacher needs GT depth (depth_file_path in transforms.json) and this "
+                "scene has none; use a real teacher: --depth-teacher transformers --depth-model PATH"
+            )
+        return [view_set.image_paths[index], view_set.depth_paths[index]]
+
+    def predict(self, view_set, indices, item_keys) -> List[np.ndarray]:
+        out = []
+        for index, key in zip(indices, item_keys):
+            # Seeded by the content key: the same image always gets the same simulated label.
+            rng = np.random.default_rng([self.seed, int(key[:15], 16)])
+            out.append(simulated_relative_depth(view_set.load_gt_depth(index)[None], rng, self.config)[0])
+        return out
+
+
+@dataclass
+class TransformersDepthTeacherConfig:
+    model: str = ""
+    """A local folder written by save_pretrained, or a hub id already in the local Hugging Face cache."""
+    space: Optional[Space] = None
+    """What the model predicts; inferred for Depth Anything / Depth Pro / ZoeDepth / DPT when None."""
+    device: str = "auto"
+    batch_size: int = 4
+
+
+class TransformersDepthTeacher(DepthTeacher):
+    def __init__(self, config: TransformersDepthTeacherConfig) -> None:
+        if not config.model:
+            raise DepthTeacherError("the transformers depth teacher needs a model: --depth-model PATH_OR_HUB_ID")
+        try:
+            from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+        except ImportError as error:
+            raise DepthTeacherError(f"the transformers depth teacher needs `pip install transformers` ({error})") from None
+        try:
+            self.processor = AutoImageProcessor.from_pretrained(config.model, local_files_only=True)
+            self.model = AutoModelForDepthEstimation.from_pretrained(config.model, local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise DepthTeacherError(
+                f"cannot load depth teacher {config.model!r} from a local folder or the local Hugging Face cache "
+                f"(nothing is downloaded at run time): {str(error).splitlines()[0]}. Download it once, e.g. "
+                f"`huggingface-cli download {config.model}`, or pass the folder written by save_pretrained."
+            ) from None
+        self.config = config
+        self.name = f"transformers:{config.model}"
+        self.space = config.space or self._infer_space()
+        device = config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+
+    def _infer_space(self) -> Space:
+        model_config = self.model.config
+        kind = model_config.model_type
+        if kind == "depth_anything":
+            return "depth" if getattr(model_config, "depth_estimation_type", "relative") == "metric" else "disparity"
+        if kind in KNOWN_SPACES:
+            return KNOWN_SPACES[kind]
+        raise DepthTeacherError(
+            f"{self.config.model}: cannot tell whether a {kind!r} model predicts depth or disparity; say so with --depth-space"
+        )
+
+    def description(self) -> Dict[str, Any]:
+        # The weights themselves are fingerprinted (a few values of every tensor), so a retrained
+        # checkpoint at the same path gets new labels.
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().flatten()[:16].float().cpu().numpy().tobytes())
+        return {
+            "teacher": "transformers",
+            "model": self.config.model,
+            "space": self.space,
+            "model_config": json.loads(self.model.config.to_json_string()),
+            "processor": json.loads(self.processor.to_json_string()),
+            "weights": digest.hexdigest()[:16],
+        }
+
+    @torch.inference_mode()
+    def predict(self, view_set, indices, item_keys) -> List[np.ndarray]:
+        out: List[np.ndarray] = []
+        for start in range(0, len(indices), self.config.batch_size):
+            chunk = list(indices[start : start + self.config.batch_size])
+            images = [view_set.load_image(i) for i in chunk]
+            inputs = self.processor(images=images, return_tensors="pt").to(self.device)
+            predicted = self.model(**inputs).predicted_depth.float()  # (n, h, w) at the processor's size
+            for image, raw in zip(images, predicted):
+                full = F.interpolate(raw[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+                full = full.cpu().numpy().astype(np.float32)
+                if not np.isfinite(full).all():
+                    raise DepthTeacherError(f"{self.name} returned non-finite values for {view_set.image_paths[chunk[0]]}")
+                out.append(full)
+        return out

@@ -1,0 +1,273 @@
+"""Weak labels: SIFT accuracy against GT, the content-addressed cache, teachers, the CLI (kill + resume)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reliev3r_ns.data.scene_io import SceneFormatError, read_rgb, write_scene
+from reliev3r_ns.data.synthetic import SyntheticSceneConfig, generate_scene
+from reliev3r_ns.data.synthetic_dataset import generate_dataset
+from reliev3r_ns.geometry import invert_pose, project_world_points
+from reliev3r_ns.labels import LabelCache, Labeller, PairSelectionConfig, PseudoLabelConfig, discover_view_sets, open_view_set, select_pairs
+from reliev3r_ns.losses.reprojection import lift_matches
+from reliev3r_ns.teachers.depth import DepthTeacherError, TransformersDepthTeacher, TransformersDepthTeacherConfig
+from reliev3r_ns.teachers.sift import SiftMatcher
+
+SMALL = SyntheticSceneConfig(width=160, height=120, num_views=4, supersample=1, texture_size=256, trajectories=("forward",))
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory):
+    scene = generate_scene(5, SMALL)
+    return write_scene(tmp_path_factory.mktemp("scenes") / "scene", scene.images, scene.cam_to_world, scene.intrinsics, scene.depths)
+
+
+def copy_scene(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+class Counting:
+    """Wraps a Labeller's teacher and matcher to count the work actually done."""
+
+    def __init__(self, labeller):
+        self.depth_calls, self.match_calls = 0, 0
+        predict, match = labeller.depth_teacher.predict, labeller.matcher.match
+
+        def counted_predict(view_set, indices, keys):
+            self.depth_calls += len(indices)
+            return predict(view_set, indices, keys)
+
+        def counted_match(a, b):
+            self.match_calls += 1
+            return match(a, b)
+
+        labeller.depth_teacher.predict, labeller.matcher.match = counted_predict, counted_match
+
+
+def test_sift_matches_agree_with_gt_geometry_at_256px():
+    scene = generate_scene(3, SyntheticSceneConfig(width=256, height=192, num_views=4, trajectories=("forward",)))
+    matcher = SiftMatcher()
+    features = [matcher.features(image) for image in scene.images]
+    depth = torch.from_numpy(scene.depths.astype(np.float64))[None]
+    K = torch.from_numpy(scene.intrinsics)[None]
+    c2w = torch.from_numpy(scene.cam_to_world)[None]
+    errors = []
+    for i, j in select_pairs(4):
+        uv_i, uv_j, _ = matcher.match(features[i], features[j])
+        if not len(uv_i):
+            continue
+        n = len(uv_i)
+        points = lift_matches(depth, K, c2w, torch.zeros(n, dtype=torch.long), torch.full((n,), i), torch.from_numpy(uv_i.astype(np.float64)))
+        pixels, z = project_world_points(points, K[0, j], invert_pose(c2w[0, j]))
+        errors.append((pixels - torch.from_numpy(uv_j.astype(np.float64))).norm(dim=-1)[z > 0].numpy())
+    errors = np.concatenate(errors)
+    assert len(errors) > 100
+    assert np.median(errors) < 1.5
+
+
+def test_labels_are_cached_and_a_changed_image_invalidates_exactly_its_labels(scene_dir, tmp_path):
+    scene = copy_scene(scene_dir, tmp_path / "scene")
+    cache = LabelCache(tmp_path / "cache")
+    labeller = Labeller(PseudoLabelConfig(), cache)
+    count = Counting(labeller)
+    first = labeller.label(open_view_set(scene))
+    assert (count.depth_calls, count.match_calls) == (4, 6)
+    assert first.teacher.shape == (4, 120, 160) and first.teacher_space == "disparity" and first.teacher_name == "simulated"
+    assert first.num_matches > 0 and first.overlap()[0, 1] == len(first.matches[(0, 1)][2])
+
+    again = labeller.label(open_view_set(scene))
+    assert (count.depth_calls, count.match_calls) == (4, 6)  # nothing recomputed
+    np.testing.assert_array_equal(again.teacher, first.teacher)
+    for pair in first.pairs:
+        for a, b in zip(first.matches[pair], again.matches[pair]):
+            np.testing.assert_array_equal(a, b)
+
+    # Change one image: its depth label and its 3 pairs are recomputed, nothing else.
+    image_path = open_view_set(scene).image_paths[2]
+    pixels = read_rgb(image_path).copy()
+    pixels[0, 0] = 255 - pixels[0, 0]
+    Image.fromarray(pixels).save(image_path)
+    labeller.label(open_view_set(scene))
+    assert (count.depth_calls, count.match_calls) == (5, 9)
+
+    # Another teacher setting gets its own labels; the old ones stay.
+    other = Labeller(PseudoLabelConfig(simulated_seed=1), cache)
+    assert other.depth_key != labeller.depth_key and other.match_key == labeller.match_key
+    assert len(list((cache.root / "depth").iterdir())) == 2
+
+
+def test_a_corrupt_label_file_is_detected_and_recomputed(scene_dir, tmp_path):
+    cache = LabelCache(tmp_path / "cache")
+    labeller = Labeller(PseudoLabelConfig(), cache)
+    first = labeller.label(open_view_set(scene_dir))
+    depth_file = sorted((cache.root / "depth" / labeller.depth_key).glob("*.npz"))[0]
+    match_file = sorted((cache.root / "matches" / labeller.match_key).glob("*.npz"))[0]
+    depth_file.write_bytes(depth_file.read_bytes()[:100])  # truncated
+    match_file.write_bytes(b"garbage")
+    count = Counting(labeller)
+    with pytest.warns(UserWarning, match="unreadable label file"):
+        again = labeller.label(open_view_set(scene_dir))
+    assert (count.depth_calls, count.match_calls) == (1, 1)
+    np.testing.assert_array_equal(again.teacher, first.teacher)
+    assert again.num_matches == first.num_matches
+
+
+def test_bad_scenes_give_clear_errors(scene_dir, tmp_path):
+    labeller = Labeller(PseudoLabelConfig(depth_teacher="simulated"), LabelCache(tmp_path / "cache"))
+    # Image folders (no transforms.json, so no GT depth): the simulated teacher says what to use instead.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    images = open_view_set(scene_dir).image_paths
+    for p in images[:3]:
+        Image.open(p).save(folder / p.name)
+    with pytest.raises(DepthTeacherError, match="needs GT depth.*--depth-teacher transformers"):
+        labeller.label(open_view_set(folder))
+    # Mixed sizes name the files.
+    Image.open(images[3]).resize((50, 40)).save(folder / "odd.png")
+    with pytest.raises(SceneFormatError, match="odd.png: 50x40"):
+        labeller.label(open_view_set(folder))
+    # An unreadable image is named.
+    (folder / "odd.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(SceneFormatError, match="odd.png: cannot read image"):
+        labeller.label(open_view_set(folder))
+    # Empty folders.
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SceneFormatError, match="no scenes found"):
+        discover_view_sets(tmp_path / "empty")
+    with pytest.raises(SceneFormatError, match="no images found"):
+        open_view_set(tmp_path / "empty")
+
+
+def test_a_scene_with_one_image_gets_depth_but_no_pairs(tmp_path):
+    scene = generate_scene(1, SyntheticSceneConfig(width=64, height=48, num_views=1, supersample=1, texture_size=128))
+    root = write_scene(tmp_path / "one", scene.images, scene.cam_to_world, scene.intrinsics, scene.depths)
+    labeller = Labeller(PseudoLabelConfig(), LabelCache(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match="only one image"):
+        labels = labeller.label(open_view_set(root))
+    assert labels.teacher.shape == (1, 48, 64) and labels.pairs == [] and labels.num_matches == 0
+
+
+def test_read_rgb_handles_grey_rgba_16bit_and_exif(tmp_path):
+    grey = np.arange(48 * 64, dtype=np.uint8).reshape(48, 64)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    assert read_rgb(tmp_path / "grey.png").shape == (48, 64, 3)
+    Image.fromarray(np.zeros((48, 64, 4), np.uint8)).save(tmp_path / "rgba.png")
+    assert read_rgb(tmp_path / "rgba.png").shape == (48, 64, 3)
+    sixteen = (np.arange(48 * 64).reshape(48, 64) * 20).astype(np.uint16)
+    Image.fromarray(sixteen).save(tmp_path / "sixteen.png")
+    rgb = read_rgb(tmp_path / "sixteen.png")
+    assert rgb.dtype == np.uint8 and rgb.max() == 255 and rgb[0, 0, 0] == 0  # scaled, not clipped to white
+    # EXIF orientation 6 (rotate 90 degrees clockwise to display): applied only when asked.
+    image = Image.fromarray(np.zeros((48, 64, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert read_rgb(tmp_path / "rotated.jpg").shape == (48, 64, 3)
+    assert read_rgb(tmp_path / "rotated.jpg", exif_transpose=True).shape == (64, 48, 3)
+
+
+def test_pair_selection():
+    assert select_pairs(4) == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    assert select_pairs(5, PairSelectionConfig(mode="window", window=1)) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert len(select_pairs(40, PairSelectionConfig(window=2))) == 39 + 38  # auto: more than 32 views -> window
+
+
+def tiny_depth_anything(folder: Path) -> Path:
+    """A randomly initialised Depth Anything, saved the way `save_pretrained` saves real ones."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=56,
+                            patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"], reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
+                                 fusion_hidden_size=16, head_hidden_size=8)
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    return folder
+
+
+def test_transformers_teacher_loads_a_local_checkpoint_and_declares_its_space(scene_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = tiny_depth_anything(tmp_path / "tiny-da")
+    config = PseudoLabelConfig(depth_teacher="transformers", transformers=TransformersDepthTeacherConfig(str(model), device="cpu"))
+    labeller = Labeller(config, LabelCache(tmp_path / "cache"))
+    assert labeller.depth_teacher.space == "disparity"  # Depth Anything (relative) predicts disparity
+    labels = labeller.label(open_view_set(scene_dir))
+    assert labels.teacher.shape == (4, 120, 160) and np.isfinite(labels.teacher).all()
+    assert labels.teacher_name == f"transformers:{model}"
+    # The declared space can be overridden, and that is a different teacher for the cache.
+    as_depth = Labeller(PseudoLabelConfig(depth_teacher="transformers", transformers=TransformersDepthTeacherConfig(str(model), space="depth", device="cpu")), LabelCache(tmp_path / "cache"))
+    assert as_depth.depth_key != labeller.depth_key
+    with pytest.raises(DepthTeacherError, match="nothing is downloaded at run time"):
+        TransformersDepthTeacher(TransformersDepthTeacherConfig("no-such-org/no-such-model"))
+    with pytest.raises(DepthTeacherError, match="needs a model"):
+        TransformersDepthTeacher(TransformersDepthTeacherConfig(""))
+
+
+def cache_content(root: Path) -> dict:
+    out = {}
+    for path in sorted(root.rglob("*.npz")):
+        with np.load(path) as data:
+            out[str(path.relative_to(root))] = {k: data[k].copy() for k in data.files}
+    return out
+
+
+@pytest.mark.slow
+def test_cli_killed_mid_run_resumes_to_the_same_cache(tmp_path):
+    data = tmp_path / "data"
+    generate_dataset(data, 3, seed=11, config=SyntheticSceneConfig(width=128, height=96, num_views=6, supersample=1, texture_size=256), show_progress=False)
+    cli = [sys.executable, "-m", "reliev3r_ns.cli.pseudolabel", "--data", str(data)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    reference = subprocess.run(cli + ["--cache-dir", str(tmp_path / "reference")], env=env, capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(cli + ["--cache-dir", str(interrupted)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+
+    def written():
+        return len(list(interrupted.rglob("*.npz"))) if interrupted.exists() else 0
+
+    while time.time() < deadline and written() < 8:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = len(list(interrupted.rglob("*.npz")))
+    assert 0 < partial < len(cache_content(tmp_path / "reference"))  # it really stopped part-way
+    # A kill may leave a hidden temporary file; it is never read as a label.
+    resumed = subprocess.run(cli + ["--cache-dir", str(interrupted)], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = cache_content(tmp_path / "reference"), cache_content(interrupted)
+    assert a.keys() == b.keys()
+    for name in a:
+        for key in a[name]:
+            np.testing.assert_array_equal(a[name][key], b[name][key], err_msg=f"{name}:{key}")
+
+
+def test_cli_reports_a_bad_scene_and_labels_the_others(scene_dir, tmp_path):
+    data = tmp_path / "data"
+    copy_scene(scene_dir, data / "good")
+    bad = data / "bad"
+    bad.mkdir(parents=True)
+    (bad / "a.png").write_bytes(b"not an image")
+    (bad / "b.png").write_bytes(b"not an image either")
+    from reliev3r_ns.cli.pseudolabel import PseudoLabel, run
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = run(PseudoLabel(data=data, cache_dir=tmp_path / "cache"))
+    assert code == 1
+    assert len(list((tmp_path / "cache" / "depth").rglob("*.npz"))) == 4  # the good scene was labelled
