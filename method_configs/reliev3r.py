@@ -1,39 +1,58 @@
-"""``ns-train reliev3r``: train a feed-forward reconstruction model from weak labels.
+"""``ns-train reliev3r`` and ``ns-train reliev3r-supervised``: train the FFRM inside nerfstudio's Trainer.
 
-Registered through the ``nerfstudio.method_configs`` entry point. Training itself is the subject of
-the training issue; until it lands the method is listed and configurable, and running it stops at
-set-up with a message saying so (nothing is trained and nothing is written).
+Both use the same network, data and budget; one config switch (``--pipeline.model.loss.supervision``)
+separates them. With no arguments they train the tiny model on the bundled synthetic dataset
+(rendered into the cache on first use) on the CPU when there is no GPU.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Type
+import torch
+from nerfstudio.configs.base_config import MachineConfig
 
+from nerfstudio.engine.schedulers import CosineDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.models.base_model import Model, ModelConfig
-from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from reliev3r_ns.losses import Reliev3rLossConfig
+from reliev3r_ns.training.datamanager import Reliev3rDataManagerConfig
+from reliev3r_ns.training.model import Reliev3rModelConfig
+from reliev3r_ns.training.optimizers import AdamWOptimizerConfig
+from reliev3r_ns.training.pipeline import Reliev3rPipelineConfig
 
-class _TrainingNotAvailable(Model):
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError(
-            "reliev3r: training the feed-forward model is not implemented in this version of reliev3r-ns. "
-            "Use `reliev3r-synthetic` to generate data meanwhile."
-        )
+MAX_ITERATIONS = 3000
 
 
-@dataclass
-class Reliev3rModelConfig(ModelConfig):
-    _target: Type = field(default_factory=lambda: _TrainingNotAvailable)
+def _trainer(method_name: str, supervision: str) -> TrainerConfig:
+    return TrainerConfig(
+        method_name=method_name,
+        max_num_iterations=MAX_ITERATIONS,
+        steps_per_eval_batch=50,
+        steps_per_eval_image=250,
+        steps_per_eval_all_images=1000,
+        steps_per_save=500,
+        mixed_precision=False,
+        vis="tensorboard",
+        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
+        pipeline=Reliev3rPipelineConfig(
+            datamanager=Reliev3rDataManagerConfig(),
+            model=Reliev3rModelConfig(loss=Reliev3rLossConfig(supervision=supervision)),
+        ),
+        optimizers={
+            "ffrm": {
+                "optimizer": AdamWOptimizerConfig(lr=3e-4, weight_decay=0.05, max_norm=1.0),
+                "scheduler": CosineDecaySchedulerConfig(warm_up_end=100, learning_rate_alpha=0.05, max_steps=MAX_ITERATIONS),
+            }
+        },
+    )
 
 
 reliev3r_method = MethodSpecification(
-    config=TrainerConfig(
-        method_name="reliev3r",
-        max_num_iterations=1,
-        pipeline=VanillaPipelineConfig(model=Reliev3rModelConfig()),
-    ),
-    description="Reliev3R: a feed-forward reconstruction model trained from weak labels (training not available yet).",
+    config=_trainer("reliev3r", "weak"),
+    description="Reliev3R: train a feed-forward reconstruction model from weak labels (teacher relative depth + matches).",
+)
+
+reliev3r_supervised_method = MethodSpecification(
+    config=_trainer("reliev3r-supervised", "full"),
+    description="The fully supervised sibling of reliev3r: same network and data, GT depth and poses.",
 )

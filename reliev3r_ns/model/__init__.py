@@ -5,8 +5,9 @@ from reliev3r_ns.model.ffrm import (
     CHECKPOINT_VERSION,
     FFRM,
     FFRMConfig,
+    ModelSize,
     Prediction,
     ffrm_config,
 )
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "FFRM", "FFRMConfig", "Prediction", "ffrm_config"]
+__all__ = ["ModelSize", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "FFRM", "FFRMConfig", "Prediction", "ffrm_config"]

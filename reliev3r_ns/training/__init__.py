@@ -1,0 +1,1 @@
+"""Training the FFRM inside nerfstudio: datamanager (clips + labels), model wrapper, pipeline."""

@@ -1,0 +1,103 @@
+"""The nerfstudio Model wrapping the FFRM: weak (Reliev3R) or full supervision on clips of views.
+
+``get_outputs`` runs the FFRM on a batch of clips; ``get_loss_dict`` is the objective of
+:mod:`reliev3r_ns.losses.objective` (one switch for weak / full); ``get_metrics_dict`` adds pose AUC@30,
+RRA / RTA and depth AbsRel / delta / tau whenever the clip has ground truth. Ground truth never
+reaches the weak loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Tuple, Type
+
+import numpy as np
+import torch
+from nerfstudio.models.base_model import Model, ModelConfig
+
+from reliev3r_ns.eval import depth_metrics, pose_metrics
+from reliev3r_ns.losses import GeometryPrediction, GroundTruth, Reliev3rLossConfig, WeakLabels, compute_loss
+from reliev3r_ns.model import FFRM, ModelSize, ffrm_config
+
+
+@dataclass
+class Reliev3rModelConfig(ModelConfig):
+    _target: Type = field(default_factory=lambda: Reliev3rModel)
+    enable_collider: bool = False
+    model_size: ModelSize = "tiny"
+    """FFRM preset: tiny (CPU), small, base, large."""
+    reference: Literal["none", "first"] = "none"
+    """'none': pi3-style permutation-equivariant (Reliev3R); 'first': VGGT-style reference view."""
+    gradient_checkpointing: bool = False
+    loss: Reliev3rLossConfig = field(default_factory=Reliev3rLossConfig)
+
+
+class Reliev3rModel(Model):
+    config: Reliev3rModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        self.ffrm = FFRM(ffrm_config(self.config.model_size, reference=self.config.reference, gradient_checkpointing=self.config.gradient_checkpointing))
+
+    def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
+        return {"ffrm": list(self.ffrm.parameters())}
+
+    def get_outputs(self, batch: Dict) -> Dict:
+        prediction = self.ffrm(batch["images"], batch.get("intrinsics"))
+        return {"prediction": prediction}
+
+    def _geometry(self, outputs: Dict) -> GeometryPrediction:
+        p = outputs["prediction"]
+        return GeometryPrediction(depth=p.depth, confidence=p.confidence, intrinsics=p.intrinsics, cam_to_world=p.cam_to_world)
+
+    def get_loss_dict(self, outputs: Dict, batch: Dict, metrics_dict=None) -> Dict[str, torch.Tensor]:
+        config = self.config.loss
+        weak = gt = None
+        if config.supervision == "weak":
+            weak = WeakLabels(teacher=batch["teacher"], teacher_space=batch["teacher_space"], matches=batch["matches"])
+        else:
+            if "gt_cam_to_world" not in batch or "gt_depth" not in batch:
+                raise ValueError("reliev3r-supervised needs GT depth and poses; these scenes have none (use `ns-train reliev3r`)")
+            K = batch["intrinsics"] if batch.get("intrinsics") is not None else outputs["prediction"].intrinsics.detach()
+            gt = GroundTruth(depth=batch["gt_depth"], intrinsics=K, cam_to_world=batch["gt_cam_to_world"])
+        total, stats = compute_loss(config, self._geometry(outputs), weak, gt)
+        if metrics_dict is not None:
+            metrics_dict.update({k.replace("/", "_"): v for k, v in stats.items() if torch.is_tensor(v) and v.numel() == 1})
+        return {"loss": total}
+
+    @torch.no_grad()
+    def get_metrics_dict(self, outputs: Dict, batch: Dict) -> Dict[str, torch.Tensor]:
+        metrics: Dict[str, torch.Tensor] = {}
+        p = outputs["prediction"]
+        if "gt_cam_to_world" in batch:
+            per_clip = [pose_metrics(p.cam_to_world[b].float(), batch["gt_cam_to_world"][b]) for b in range(p.cam_to_world.shape[0])]
+            for key in per_clip[0]:
+                metrics[key] = torch.tensor(float(np.mean([m[key] for m in per_clip])))
+        if "gt_depth" in batch:
+            per_clip = [depth_metrics(p.depth[b].detach().float(), batch["gt_depth"][b]) for b in range(p.depth.shape[0])]
+            for key in per_clip[0]:
+                metrics[key] = torch.tensor(float(np.mean([m[key] for m in per_clip])))
+        metrics["confidence_mean"] = p.confidence.detach().mean()
+        return metrics
+
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera, obb_box=None) -> Dict[str, torch.Tensor]:
+        raise NotImplementedError("rendering the predicted point cloud from a viewer camera is not implemented yet")
+
+    @torch.no_grad()
+    def get_image_metrics_and_images(self, outputs: Dict, batch: Dict) -> Tuple[Dict[str, float], Dict[str, torch.Tensor]]:
+        from nerfstudio.utils import colormaps
+
+        metrics = {k: float(v) for k, v in self.get_metrics_dict(outputs, batch).items()}
+        p = outputs["prediction"]
+        # One strip per clip: input views, predicted depth (log, turbo), confidence.
+        views = batch["images"][0].permute(0, 2, 3, 1)  # (V, H, W, 3)
+        log_depth = p.depth[0].log()
+        depth = colormaps.apply_colormap(((log_depth - log_depth.min()) / (log_depth.max() - log_depth.min()).clamp_min(1e-6))[..., None], colormaps.ColormapOptions(colormap="turbo"))
+        confidence = colormaps.apply_colormap((p.confidence[0] / 2.0)[..., None], colormaps.ColormapOptions(colormap="viridis"))
+        strip = lambda x: torch.cat(list(x), dim=1)  # noqa: E731  (V, H, W, 3) -> (H, V*W, 3)
+        return metrics, {"views": strip(views), "depth": strip(depth), "confidence": strip(confidence)}
+
+    def export_ffrm(self, path: Path, extra: Dict = None) -> Path:
+        return self.ffrm.save_checkpoint(path, extra)

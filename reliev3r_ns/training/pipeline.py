@@ -1,0 +1,97 @@
+"""nerfstudio pipeline for Reliev3R: clips in, FFRM predictions and losses out; evaluation on
+held-out scenes reports pose and depth metrics (``ns-eval`` prints them)."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Literal, Optional, Type
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from nerfstudio.models.base_model import Model
+from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipeline, VanillaPipelineConfig
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from reliev3r_ns.training.datamanager import Reliev3rDataManagerConfig
+from reliev3r_ns.training.model import Reliev3rModelConfig
+
+
+@dataclass
+class Reliev3rPipelineConfig(VanillaPipelineConfig):
+    _target: Type = field(default_factory=lambda: Reliev3rPipeline)
+    datamanager: Reliev3rDataManagerConfig = field(default_factory=Reliev3rDataManagerConfig)
+    model: Reliev3rModelConfig = field(default_factory=Reliev3rModelConfig)
+    max_eval_scenes: int = 16
+    """Held-out scenes scored by the full evaluation (one fixed clip each)."""
+
+
+class Reliev3rPipeline(VanillaPipeline):
+    def __init__(self, config: Reliev3rPipelineConfig, device: str, test_mode: Literal["test", "val", "inference"] = "val",
+                 world_size: int = 1, local_rank: int = 0, grad_scaler=None) -> None:
+        Pipeline.__init__(self)
+        self.config = config
+        self.test_mode = test_mode
+        self.datamanager = config.datamanager.setup(device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank)
+        self.datamanager.to(device)
+        self._model = config.model.setup(
+            scene_box=self.datamanager.train_dataset.scene_box,
+            num_train_data=len(self.datamanager.train_dataset),
+            metadata=self.datamanager.train_dataset.metadata,
+            device=device,
+            grad_scaler=grad_scaler,
+        )
+        self.model.to(device)
+        self.world_size = world_size
+        if world_size > 1:
+            self._model = typing.cast(Model, DDP(self._model, device_ids=[local_rank], find_unused_parameters=True))
+            dist.barrier(device_ids=[local_rank])
+
+    def get_train_loss_dict(self, step: int):
+        batch, _ = self.datamanager.next_train(step)
+        outputs = self._model(batch)
+        metrics = self.model.get_metrics_dict(outputs, batch)
+        loss_dict = self.model.get_loss_dict(outputs, batch, metrics)
+        return outputs, loss_dict, metrics
+
+    def get_eval_loss_dict(self, step: int):
+        self.eval()
+        batch, _ = self.datamanager.next_eval(step)
+        with torch.no_grad():
+            outputs = self.model(batch)
+            metrics = self.model.get_metrics_dict(outputs, batch)
+            loss_dict = self.model.get_loss_dict(outputs, batch, metrics)
+        self.train()
+        return outputs, loss_dict, metrics
+
+    def get_eval_image_metrics_and_images(self, step: int):
+        self.eval()
+        batch, _ = self.datamanager.next_eval_image(step)
+        with torch.no_grad():
+            outputs = self.model(batch)
+            metrics, images = self.model.get_image_metrics_and_images(outputs, batch)
+        metrics["num_rays"] = batch["views"]  # the Trainer divides by this for a throughput figure
+        self.train()
+        return metrics, images
+
+    def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False):
+        """Mean (and std) of every metric over one fixed clip per held-out scene."""
+        self.eval()
+        scenes = len(self.datamanager.eval_dataset or [])
+        rows = []
+        with torch.no_grad():
+            for index in range(min(scenes, self.config.max_eval_scenes)):
+                batch = self.datamanager.eval_clip(index)
+                rows.append({k: float(v) for k, v in self.model.get_metrics_dict(self.model(batch), batch).items()})
+        self.train()
+        if not rows:
+            return {}
+        out: Dict[str, float] = {}
+        for key in rows[0]:
+            values = np.array([r[key] for r in rows])
+            out[key] = float(values.mean())
+            if get_std:
+                out[f"{key}_std"] = float(values.std())
+        return out

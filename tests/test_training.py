@@ -1,0 +1,157 @@
+"""ns-train reliev3r: metrics with known answers, the Trainer end to end on CPU, export."""
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reliev3r_ns.eval import depth_metrics, pose_auc, pose_metrics, relative_pose_errors
+from reliev3r_ns.geometry import axis_angle_to_rotation, look_at, make_pose
+
+TRAIN_SCENE = dict(width=128, height=96, num_views=8, supersample=1, texture_size=256)
+
+
+def orbit(V=5):
+    angles = torch.linspace(0, 1.2, V)
+    centres = torch.stack([3 * torch.cos(angles), 3 * torch.sin(angles), 0.3 * torch.ones(V)], -1)
+    return look_at(centres, torch.zeros(V, 3), torch.tensor([0.0, 0.0, 1.0]))
+
+
+def test_identical_poses_give_auc_one_in_any_world_frame():
+    gt = orbit()
+    similarity = make_pose(axis_angle_to_rotation(torch.tensor([0.3, -1.0, 0.5])), torch.tensor([4.0, -2.0, 1.0]))
+    pred = similarity @ gt
+    pred[:, :3, 3] *= 2.5  # a global scale too (applied to the world frame)
+    metrics = pose_metrics(pred, gt)
+    assert metrics["pose_auc30"] == pytest.approx(1.0)
+    assert metrics["rotation_error_deg"] < 1e-3 and metrics["translation_error_deg"] < 1e-2
+    assert metrics["rra5"] == metrics["rta5"] == 1.0
+
+
+def test_a_known_rotation_error_gives_the_expected_rra_and_auc():
+    gt = orbit(4)
+    pred = gt.clone()
+    # Rotate camera 3 about its own optical centre by 10.5 degrees: pairs (0,3), (1,3), (2,3) get a
+    # 10.5 degree rotation error; the other 3 pairs none.
+    pred[3, :3, :3] = pred[3, :3, :3] @ axis_angle_to_rotation(torch.tensor([0.0, math.radians(10.5), 0.0]))
+    rot, trans = relative_pose_errors(pred, gt)
+    np.testing.assert_allclose(sorted(rot.tolist()), [0, 0, 0, 10.5, 10.5, 10.5], atol=1e-3)
+    metrics = pose_metrics(pred, gt)
+    assert metrics["rra5"] == pytest.approx(0.5) and metrics["rra15"] == pytest.approx(1.0)
+    # AUC@30: half the pairs are perfect (count at every threshold), half count from 11 degrees on.
+    assert pose_auc(rot, trans) == pytest.approx((30 + 20) / 60, abs=1e-6)
+
+
+def test_depth_metrics_are_scale_invariant_and_count_inliers():
+    gt = 1 + torch.rand(2, 16, 16)
+    perfect = depth_metrics(3.0 * gt, gt)
+    assert perfect["depth_abs_rel"] == pytest.approx(0.0, abs=1e-7) and perfect["depth_tau"] == 1.0
+    off = gt.clone()
+    off[:, :6] *= 1.2
+    metrics = depth_metrics(off, gt)
+    # Independent reference in numpy: per-view median scaling, then the three figures, averaged.
+    abs_rel, delta, tau = [], [], []
+    for p, g in zip(off.numpy().astype(np.float64), gt.numpy().astype(np.float64)):
+        p = p * np.median(g) / np.median(p)
+        rel = np.abs(p - g) / g
+        abs_rel.append(rel.mean()), delta.append((np.maximum(p / g, g / p) < 1.25).mean()), tau.append((rel < 0.1).mean())
+    assert metrics["depth_abs_rel"] == pytest.approx(np.mean(abs_rel), rel=1e-5)
+    assert metrics["depth_delta1.25"] == pytest.approx(np.mean(delta))
+    assert metrics["depth_tau"] == pytest.approx(np.mean(tau))
+    assert 0.0 < metrics["depth_tau"] < 1.0
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    from reliev3r_ns.data.synthetic import SyntheticSceneConfig
+    from reliev3r_ns.data.synthetic_dataset import generate_dataset
+
+    root = tmp_path_factory.mktemp("train_data")
+    config = SyntheticSceneConfig(**TRAIN_SCENE)
+    generate_dataset(root / "train", 4, seed=1, config=config, show_progress=False)
+    generate_dataset(root / "eval", 2, seed=2, config=config, show_progress=False)
+    return root
+
+
+def make_trainer(small_data: Path, tmp_path: Path, iterations: int, method: str = "reliev3r", **datamanager):
+    from reliev3r_ns.method_configs.reliev3r import reliev3r_method, reliev3r_supervised_method
+
+    config = copy.deepcopy((reliev3r_method if method == "reliev3r" else reliev3r_supervised_method).config)
+    config.output_dir = tmp_path / "outputs"
+    config.max_num_iterations = iterations
+    config.steps_per_save = iterations
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
+    config.machine.device_type = "cpu"
+    dm = config.pipeline.datamanager
+    dm.data, dm.eval_data, dm.label_cache = small_data / "train", small_data / "eval", tmp_path / "labels"
+    for key, value in datamanager.items():
+        setattr(dm, key, value)
+    config.optimizers["ffrm"]["scheduler"].max_steps = iterations
+    config.set_timestamp()
+    config.save_config()  # what ns-train does before training
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    return trainer
+
+
+def record_losses(trainer):
+    losses = []
+    original = trainer.pipeline.get_train_loss_dict
+
+    def wrapped(step):
+        outputs, loss_dict, metrics = original(step)
+        losses.append(float(sum(loss_dict.values())))
+        return outputs, loss_dict, metrics
+
+    trainer.pipeline.get_train_loss_dict = wrapped
+    return losses
+
+
+def test_trainer_runs_exports_and_the_export_loads_without_nerfstudio(small_data, tmp_path):
+    trainer = make_trainer(small_data, tmp_path, 4, clips_per_batch=1, max_views=3)
+    losses = record_losses(trainer)
+    trainer.train()
+    assert len(losses) == 4 and all(math.isfinite(l) for l in losses)
+    metrics = trainer.pipeline.get_average_eval_image_metrics()
+    assert 0.0 <= metrics["pose_auc30"] <= 1.0 and "depth_abs_rel" in metrics
+    config_path = trainer.base_dir / "config.yml"
+    assert config_path.is_file() and list((trainer.base_dir / "nerfstudio_models").glob("*.ckpt"))
+
+    from reliev3r_ns.cli.export_ffrm import ExportFFRM
+    from reliev3r_ns.model import FFRM
+
+    path = ExportFFRM(config_path, tmp_path / "ffrm.pt").main()
+    model = FFRM.from_checkpoint(path)
+    assert model.checkpoint_extra["method"] == "reliev3r" and model.checkpoint_extra["supervision"] == "weak"
+    images = trainer.pipeline.datamanager.eval_clip(0)["images"][0]
+    prediction = model.infer(images)
+    expected = trainer.pipeline.model.ffrm.eval()(images[None])
+    torch.testing.assert_close(prediction.depth, expected.depth[0])
+
+
+def test_supervised_sibling_needs_gt(small_data, tmp_path):
+    trainer = make_trainer(small_data, tmp_path, 2, method="reliev3r-supervised", clips_per_batch=1, max_views=3)
+    trainer.train()  # synthetic scenes have GT: it trains
+    batch, _ = trainer.pipeline.datamanager.next_train(0)
+    batch = {k: v for k, v in batch.items() if not k.startswith("gt_")}
+    outputs = trainer.pipeline.model(batch)
+    with pytest.raises(ValueError, match="needs GT depth and poses"):
+        trainer.pipeline.model.get_loss_dict(outputs, batch)
+
+
+@pytest.mark.slow
+def test_weak_training_reduces_its_losses_and_improves_held_out_pose_auc(small_data, tmp_path):
+    iterations = 300
+    trainer = make_trainer(small_data, tmp_path, iterations, clips_per_batch=2, min_views=3, max_views=5)
+    before = trainer.pipeline.get_average_eval_image_metrics()
+    losses = record_losses(trainer)
+    trainer.train()
+    after = trainer.pipeline.get_average_eval_image_metrics()
+    print(f"loss {np.mean(losses[:30]):.3f} -> {np.mean(losses[-30:]):.3f}; "
+          f"AUC@30 {before['pose_auc30']:.3f} -> {after['pose_auc30']:.3f}; "
+          f"rotation error {before['rotation_error_deg']:.1f} -> {after['rotation_error_deg']:.1f} deg")
+    assert np.mean(losses[-30:]) < 0.8 * np.mean(losses[:30])
+    assert after["pose_auc30"] > before["pose_auc30"] + 0.1
