@@ -132,7 +132,7 @@ def test_bad_scenes_give_clear_errors(scene_dir, tmp_path):
     images = open_view_set(scene_dir).image_paths
     for p in images[:3]:
         Image.open(p).save(folder / p.name)
-    with pytest.raises(DepthTeacherError, match="needs GT depth.*--depth-teacher transformers"):
+    with pytest.raises(DepthTeacherError, match="needs GT depth.*transformers depth teacher"):
         labeller.label(open_view_set(folder))
     # Mixed sizes name the files.
     Image.open(images[3]).resize((50, 40)).save(folder / "odd.png")
@@ -271,3 +271,33 @@ def test_cli_reports_a_bad_scene_and_labels_the_others(scene_dir, tmp_path):
         code = run(PseudoLabel(data=data, cache_dir=tmp_path / "cache"))
     assert code == 1
     assert len(list((tmp_path / "cache" / "depth").rglob("*.npz"))) == 4  # the good scene was labelled
+
+
+def test_simulated_matcher_is_dense_accurate_and_cached(scene_dir, tmp_path):
+    from reliev3r_ns.data.scene_io import load_scene
+    from reliev3r_ns.teachers.simulated import SimulatedMatcherConfig
+
+    config = PseudoLabelConfig(matcher="simulated", simulated_matches=SimulatedMatcherConfig(pixel_noise=0.5, outlier_fraction=0.1))
+    labeller = Labeller(config, LabelCache(tmp_path / "cache"))
+    labels = labeller.label(open_view_set(scene_dir))
+    again = labeller.label(open_view_set(scene_dir))
+    uv_i, uv_j, conf = labels.matches[(0, 1)]
+    np.testing.assert_array_equal(uv_j, again.matches[(0, 1)][1])  # deterministic, from the cache
+    assert len(conf) > 50  # far denser than SIFT at this size
+    scene = load_scene(scene_dir)
+    depth = torch.from_numpy(scene.load_depths().astype(np.float64))[None]
+    K, c2w = torch.from_numpy(scene.intrinsics)[None], torch.from_numpy(scene.cam_to_world)[None]
+    n = len(uv_i)
+    points = lift_matches(depth, K, c2w, torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long), torch.from_numpy(uv_i.astype(np.float64)))
+    pixels, _ = project_world_points(points, K[0, 1], invert_pose(c2w[0, 1]))
+    error = (pixels - torch.from_numpy(uv_j.astype(np.float64))).norm(dim=-1).numpy()
+    inliers = error < 3.0
+    assert 0.8 < inliers.mean() < 0.97  # about 10 % outliers
+    assert 0.4 < np.median(error[inliers]) < 0.8  # 2D Gaussian noise of 0.5 px: median radius ~0.59
+    # Image folders have no GT: a clear error.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in open_view_set(scene_dir).image_paths[:2]:
+        Image.open(p).save(folder / p.name)
+    with pytest.raises(SceneFormatError):
+        Labeller(PseudoLabelConfig(depth_teacher="simulated", matcher="simulated"), LabelCache(tmp_path / "c2")).label(open_view_set(folder))

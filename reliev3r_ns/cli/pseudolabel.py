@@ -25,7 +25,7 @@ from reliev3r_ns.data.synthetic_dataset import cache_dir
 from reliev3r_ns.labels import LabelCache, Labeller, PairSelectionConfig, PseudoLabelConfig, discover_view_sets, open_view_set
 from reliev3r_ns.teachers.depth import DepthTeacherError, TransformersDepthTeacherConfig
 from reliev3r_ns.teachers.sift import SiftMatcherConfig
-from reliev3r_ns.teachers.simulated import SimulatedDepthTeacherConfig
+from reliev3r_ns.teachers.simulated import SimulatedDepthTeacherConfig, SimulatedMatcherConfig
 
 
 def default_label_cache() -> Path:
@@ -46,8 +46,10 @@ class PseudoLabel:
     """What the depth model predicts; inferred for Depth Anything / Depth Pro / ZoeDepth / DPT."""
     device: str = "auto"
     batch_size: int = 4
-    matcher: Literal["sift"] = "sift"
+    matcher: Literal["sift", "simulated"] = "sift"
+    """'simulated': GT correspondences with noise and outliers (synthetic scenes; experiments and tests only)."""
     sift: SiftMatcherConfig = field(default_factory=SiftMatcherConfig)
+    simulated_matches: SimulatedMatcherConfig = field(default_factory=SimulatedMatcherConfig)
     pairs: PairSelectionConfig = field(default_factory=PairSelectionConfig)
     simulated: SimulatedDepthTeacherConfig = field(default_factory=SimulatedDepthTeacherConfig)
     workers: int = 1
@@ -60,6 +62,7 @@ class PseudoLabel:
             simulated=self.simulated,
             matcher=self.matcher,
             sift=self.sift,
+            simulated_matches=self.simulated_matches,
             pairs=self.pairs,
         )
 

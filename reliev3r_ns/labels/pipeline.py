@@ -25,7 +25,7 @@ from reliev3r_ns.teachers.depth import (
     TransformersDepthTeacherConfig,
 )
 from reliev3r_ns.teachers.sift import SiftMatcher, SiftMatcherConfig
-from reliev3r_ns.teachers.simulated import SimulatedDepthTeacherConfig
+from reliev3r_ns.teachers.simulated import SimulatedDepthTeacherConfig, SimulatedMatcher, SimulatedMatcherConfig
 
 
 @dataclass
@@ -37,8 +37,10 @@ class PseudoLabelConfig:
     transformers: TransformersDepthTeacherConfig = field(default_factory=TransformersDepthTeacherConfig)
     simulated: SimulatedDepthTeacherConfig = field(default_factory=SimulatedDepthTeacherConfig)
     simulated_seed: int = 0
-    matcher: Literal["sift"] = "sift"
+    matcher: Literal["sift", "simulated"] = "sift"
+    """'simulated': GT correspondences with noise and outliers (synthetic scenes; experiments and tests only)."""
     sift: SiftMatcherConfig = field(default_factory=SiftMatcherConfig)
+    simulated_matches: SimulatedMatcherConfig = field(default_factory=SimulatedMatcherConfig)
     pairs: PairSelectionConfig = field(default_factory=PairSelectionConfig)
 
     def build_depth_teacher(self) -> DepthTeacher:
@@ -46,7 +48,9 @@ class PseudoLabelConfig:
             return SimulatedDepthTeacher(self.simulated, self.simulated_seed)
         return TransformersDepthTeacher(self.transformers)
 
-    def build_matcher(self) -> SiftMatcher:
+    def build_matcher(self):
+        if self.matcher == "simulated":
+            return SimulatedMatcher(self.simulated_matches)
         return SiftMatcher(self.sift)
 
 
@@ -104,7 +108,7 @@ class Labeller:
         if len(set(shapes.values())) > 1:
             detail = ", ".join(f"{view_set.image_paths[i].name}: {w}x{h}" for i, (h, w) in shapes.items())
             raise SceneFormatError(f"{view_set.root}: images have different sizes ({detail}); resize them to one size")
-        image_keys = [file_key([p]) for p in view_set.image_paths]
+        image_keys = [file_key(self.matcher.item_files(view_set, i)) for i in range(V)]
         depth_keys = [file_key(self.depth_teacher.item_files(view_set, i)) for i in range(V)]
 
         teacher: List[Optional[np.ndarray]] = []
@@ -131,10 +135,13 @@ class Labeller:
             path = self.cache.matches_file(self.match_key, image_keys[i], image_keys[j])
             data = self.cache.load_matches(path)
             if data is None:
-                for k in (i, j):
-                    if k not in features:
-                        features[k] = self.matcher.features(view_set.load_image(k))
-                uv_i, uv_j, conf = self.matcher.match(features[i], features[j])
+                if getattr(self.matcher, "needs_gt", False):
+                    uv_i, uv_j, conf = self.matcher.match_views(view_set, i, j, (image_keys[i], image_keys[j]))
+                else:
+                    for k in (i, j):
+                        if k not in features:
+                            features[k] = self.matcher.features(view_set.load_image(k))
+                    uv_i, uv_j, conf = self.matcher.match(features[i], features[j])
                 self.cache.save_matches(path, uv_i, uv_j, conf)
                 data = {"uv_i": uv_i, "uv_j": uv_j, "confidence": conf}
             matches[(i, j)] = (data["uv_i"], data["uv_j"], data["confidence"])

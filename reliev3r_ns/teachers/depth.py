@@ -68,7 +68,7 @@ class SimulatedDepthTeacher(DepthTeacher):
         if view_set.depth_paths is None:
             raise DepthTeacherError(
                 f"{view_set.root}: the simulated teacher needs GT depth (depth_file_path in transforms.json) and this "
-                "scene has none; use a real teacher: --depth-teacher transformers --depth-model PATH"
+                "scene has none; use a real teacher (the transformers depth teacher with a local model)"
             )
         return [view_set.image_paths[index], view_set.depth_paths[index]]
 

@@ -109,6 +109,10 @@ class SiftMatcher:
 
         return {"matcher": self.name, "opencv": cv2.__version__, **asdict(self.config)}
 
+    def item_files(self, view_set, index: int):
+        """Files whose bytes key a view's part in a pair's label: just the image."""
+        return [view_set.image_paths[index]]
+
     def features(self, image_rgb: np.ndarray) -> SiftFeatures:
         return extract_sift(image_rgb, self.config)
 

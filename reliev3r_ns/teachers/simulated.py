@@ -125,3 +125,61 @@ def gt_correspondences(
         rng = rng or np.random.default_rng(0)
         uv_j = uv_j + rng.normal(scale=pixel_noise, size=uv_j.shape)
     return uv_i.astype(np.float32), uv_j.astype(np.float32)
+
+
+@dataclass
+class SimulatedMatcherConfig:
+    stride: int = 8
+    """Grid spacing (pixels of view i) of the matched points: a dense tracker's density."""
+    pixel_noise: float = 0.5
+    """Gaussian noise (pixels) added to the matched position in view j."""
+    outlier_fraction: float = 0.05
+    """Fraction of matches sent to a random pixel of view j."""
+    max_matches_per_pair: int = 1024
+    seed: int = 0
+
+
+class SimulatedMatcher:
+    """Correspondences from GT depth and poses, with noise and outliers: a stand-in for a dense
+    tracker (the paper uses CoTracker) on synthetic scenes; experiments and tests only, named
+    'simulated' in every label it writes."""
+
+    name = "simulated"
+    needs_gt = True
+
+    def __init__(self, config: SimulatedMatcherConfig = SimulatedMatcherConfig()) -> None:
+        self.config = config
+        self._scenes = {}
+
+    def description(self) -> dict:
+        from dataclasses import asdict
+
+        return {"matcher": self.name, **asdict(self.config)}
+
+    def _scene(self, view_set):
+        from reliev3r_ns.data.scene_io import load_scene
+
+        if view_set.root not in self._scenes:
+            scene = load_scene(view_set.root)
+            if not scene.has_depth:
+                raise ValueError(f"{view_set.root}: the simulated matcher needs GT depth and poses (synthetic scenes); use the sift matcher for real images")
+            self._scenes = {view_set.root: (scene, scene.load_depths())}
+        return self._scenes[view_set.root]
+
+    def item_files(self, view_set, index: int):
+        scene, _ = self._scene(view_set)
+        return [scene.image_paths[index], scene.depth_paths[index], view_set.root / "transforms.json"]
+
+    def match_views(self, view_set, i: int, j: int, keys) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scene, depths = self._scene(view_set)
+        c = self.config
+        rng = np.random.default_rng([c.seed, int(keys[0][:15], 16), int(keys[1][:15], 16)])
+        uv_i, uv_j = gt_correspondences(depths, scene.intrinsics, scene.cam_to_world, i, j, stride=c.stride, pixel_noise=c.pixel_noise, rng=rng)
+        if len(uv_i) > c.max_matches_per_pair:
+            keep = np.sort(rng.choice(len(uv_i), c.max_matches_per_pair, replace=False))
+            uv_i, uv_j = uv_i[keep], uv_j[keep]
+        outliers = rng.random(len(uv_j)) < c.outlier_fraction
+        H, W = depths.shape[-2:]
+        uv_j = uv_j.copy()
+        uv_j[outliers] = rng.uniform([0, 0], [W - 1, H - 1], size=(int(outliers.sum()), 2))
+        return uv_i.astype(np.float32), uv_j.astype(np.float32), np.ones(len(uv_i), np.float32)

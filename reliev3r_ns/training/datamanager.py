@@ -79,7 +79,10 @@ class Reliev3rDataManagerConfig(DataManagerConfig):
     clips_per_batch: int = 2
     min_pair_matches: int = 8
     """Two views count as overlapping with at least this many verified matches."""
-    labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    labels: PseudoLabelConfig = field(default_factory=lambda: PseudoLabelConfig(depth_teacher="simulated", matcher="simulated"))
+    """Teachers. The default (simulated depth teacher and simulated dense tracks, from GT) suits only
+    synthetic scenes; for real images use e.g. ``--pipeline.datamanager.labels.depth-teacher transformers
+    --pipeline.datamanager.labels.transformers.model PATH --pipeline.datamanager.labels.matcher sift``."""
     label_cache: Optional[Path] = None
     """Label cache root (default <cache>/labels)."""
     use_known_intrinsics: bool = True
