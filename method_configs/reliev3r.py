@@ -10,14 +10,13 @@ from __future__ import annotations
 import torch
 from nerfstudio.configs.base_config import MachineConfig
 
-from nerfstudio.engine.schedulers import CosineDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from reliev3r_ns.losses import Reliev3rLossConfig
 from reliev3r_ns.training.datamanager import Reliev3rDataManagerConfig
 from reliev3r_ns.training.model import Reliev3rModelConfig
-from reliev3r_ns.training.optimizers import AdamWOptimizerConfig
+from reliev3r_ns.training.optimizers import AdamWOptimizerConfig, WarmupCosineSchedulerConfig
 from reliev3r_ns.training.pipeline import Reliev3rPipelineConfig
 
 MAX_ITERATIONS = 3000
@@ -41,7 +40,7 @@ def _trainer(method_name: str, supervision: str) -> TrainerConfig:
         optimizers={
             "ffrm": {
                 "optimizer": AdamWOptimizerConfig(lr=3e-4, weight_decay=0.05, max_norm=1.0),
-                "scheduler": CosineDecaySchedulerConfig(warm_up_end=100, learning_rate_alpha=0.05, max_steps=MAX_ITERATIONS),
+                "scheduler": WarmupCosineSchedulerConfig(warm_up_end=100, learning_rate_alpha=0.05, max_steps=MAX_ITERATIONS),
             }
         },
     )
