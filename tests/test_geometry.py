@@ -251,3 +251,12 @@ def test_rotation_from_6d_matches_numpy_qr():
     rot = torch.tensor(Rotation.random(5, random_state=3).as_matrix())
     back = G.rotation_from_6d(torch.cat([rot[..., :, 0], rot[..., :, 1]], dim=-1))
     torch.testing.assert_close(back, rot)
+
+
+def test_scale_pixels_agrees_with_scale_intrinsics():
+    # A camera point projects to the same place whether the pixel or the intrinsics are rescaled.
+    K = G.intrinsics_from_fov(torch.tensor(1.0, dtype=torch.float64), 160, 120)
+    point = torch.tensor([0.3, -0.2, 2.0], dtype=torch.float64)
+    pixel, _ = G.project_camera_points(point, K)
+    scaled, _ = G.project_camera_points(point, G.scale_intrinsics(K, 0.4, 0.8))
+    torch.testing.assert_close(G.scale_pixels(pixel, 0.4, 0.8), scaled)

@@ -19,14 +19,9 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 
 from reliev3r_ns.geometry import pairwise_relative_poses, rotation_geodesic_distance
+from reliev3r_ns.losses.reprojection import angle_between
 
 Tensor = torch.Tensor
-
-
-def _angle_deg(a: Tensor, b: Tensor) -> Tensor:
-    cross = torch.linalg.cross(a, b, dim=-1).norm(dim=-1)
-    dot = (a * b).sum(-1)
-    return torch.rad2deg(torch.atan2(cross, dot))
 
 
 def relative_pose_errors(pred_cam_to_world: Tensor, gt_cam_to_world: Tensor, sign_ambiguous: bool = True) -> Tuple[Tensor, Tensor]:
@@ -37,7 +32,7 @@ def relative_pose_errors(pred_cam_to_world: Tensor, gt_cam_to_world: Tensor, sig
     gt = pairwise_relative_poses(gt_cam_to_world.double())
     i, j = torch.triu_indices(V, V, offset=1)
     rot = torch.rad2deg(rotation_geodesic_distance(pred[i, j, :3, :3], gt[i, j, :3, :3]))
-    trans = _angle_deg(pred[i, j, :3, 3], gt[i, j, :3, 3])
+    trans = torch.rad2deg(angle_between(pred[i, j, :3, 3], gt[i, j, :3, 3]))
     if sign_ambiguous:
         trans = torch.minimum(trans, 180.0 - trans)
     return rot.float(), trans.float()

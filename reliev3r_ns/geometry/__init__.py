@@ -14,6 +14,7 @@ from reliev3r_ns.geometry.camera import (
     project_camera_points,
     project_world_points,
     scale_intrinsics,
+    scale_pixels,
     unproject_depth_to_camera,
     unproject_depth_to_world,
 )

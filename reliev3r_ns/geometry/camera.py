@@ -61,6 +61,12 @@ def scale_intrinsics(intrinsics: Tensor, scale_x: float, scale_y: float) -> Tens
     return K
 
 
+def scale_pixels(pixels: Tensor, scale_x: float, scale_y: float) -> Tensor:
+    """(..., 2) pixel positions after resizing the image by (scale_x, scale_y); the same
+    pixel-centre shift as :func:`scale_intrinsics`: u' = (u + 0.5) * s - 0.5."""
+    return torch.stack([(pixels[..., 0] + 0.5) * scale_x - 0.5, (pixels[..., 1] + 0.5) * scale_y - 0.5], dim=-1)
+
+
 def pixel_grid(height: int, width: int, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
     """(H, W, 2) pixel coordinates (u = column, v = row) of every pixel centre."""
     v, u = torch.meshgrid(

@@ -25,7 +25,7 @@ from rich.progress import track
 
 from reliev3r_ns.data.scene_io import SceneFormatError, load_scene
 from reliev3r_ns.data.synthetic_dataset import ensure_default_dataset
-from reliev3r_ns.geometry import scale_intrinsics
+from reliev3r_ns.geometry import scale_intrinsics, scale_pixels
 from reliev3r_ns.labels import LabelCache, Labeller, PseudoLabelConfig, discover_view_sets, open_view_set
 from reliev3r_ns.losses import Matches
 
@@ -147,9 +147,7 @@ class Reliev3rDataManager(DataManager):
             teacher = F.interpolate(torch.from_numpy(labels.teacher)[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0]
 
             def scale_uv(uv: np.ndarray) -> torch.Tensor:
-                # Pixel centres at integers: u' = (u + 0.5) * s - 0.5.
-                uv = torch.from_numpy(uv.astype(np.float32))
-                return torch.stack([(uv[:, 0] + 0.5) * sx - 0.5, (uv[:, 1] + 0.5) * sy - 0.5], dim=-1)
+                return scale_pixels(torch.from_numpy(uv.astype(np.float32)), sx, sy)
 
             matches = {pair: (scale_uv(m[0]), scale_uv(m[1]), torch.from_numpy(m[2].astype(np.float32))) for pair, m in labels.matches.items()}
             overlap = labels.overlap()
