@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from reliev3r_ns.data.scene_io import TRANSFORMS_FILE, SceneFormatError, load_scene, read_depth, read_rgb
+from reliev3r_ns.data.scene_io import TRANSFORMS_FILE, Scene, SceneFormatError, load_scene, read_depth, read_rgb
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -27,8 +27,13 @@ class ViewSet:
     image_paths: List[Path]
     exif_transpose: bool
     """Raw captures are shown upright (EXIF applied); nerfstudio datasets are read as stored."""
-    depth_paths: Optional[List[Path]] = None
-    """GT depth, only for scenes that carry it (the simulated teacher needs it)."""
+    scene: Optional[Scene] = None
+    """The parsed nerfstudio dataset (cameras, GT depth paths) when the view set is one."""
+
+    @property
+    def depth_paths(self) -> Optional[List[Path]]:
+        """GT depth, only for scenes that carry it (the simulated teachers need it)."""
+        return self.scene.depth_paths if self.scene is not None else None
 
     @property
     def num_views(self) -> int:
@@ -57,7 +62,7 @@ def open_view_set(folder: Path) -> ViewSet:
     folder = Path(folder)
     if (folder / TRANSFORMS_FILE).is_file():
         scene = load_scene(folder)
-        return ViewSet(folder, scene.image_paths, exif_transpose=False, depth_paths=scene.depth_paths)
+        return ViewSet(folder, scene.image_paths, exif_transpose=False, scene=scene)
     for candidate in (folder / "images", folder):
         if candidate.is_dir():
             images = _images_in(candidate)

@@ -229,7 +229,7 @@ class FFRM(nn.Module):
             # Resize log-depth so edges interpolate between depths multiplicatively, not additively.
             depth = torch.exp(F.interpolate(out.depth.log()[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0])
             confidence = F.interpolate(out.confidence[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0]
-            K_full = scale_intrinsics(out.intrinsics, W / w, H / h) if intrinsics is None else net_intrinsics[0].new_tensor(K)
+            K_full = scale_intrinsics(out.intrinsics, W / w, H / h) if intrinsics is None else K
             out = Prediction(out.cam_to_world, K_full, depth, confidence, unproject_depth_to_world(depth, K_full, out.cam_to_world), out.fov_x)
         return out.numpy() if as_numpy else out
 

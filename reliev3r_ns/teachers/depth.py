@@ -152,10 +152,10 @@ class TransformersDepthTeacher(DepthTeacher):
             images = [view_set.load_image(i) for i in chunk]
             inputs = self.processor(images=images, return_tensors="pt").to(self.device)
             predicted = self.model(**inputs).predicted_depth.float()  # (n, h, w) at the processor's size
-            for image, raw in zip(images, predicted):
+            for index, image, raw in zip(chunk, images, predicted):
                 full = F.interpolate(raw[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
                 full = full.cpu().numpy().astype(np.float32)
                 if not np.isfinite(full).all():
-                    raise DepthTeacherError(f"{self.name} returned non-finite values for {view_set.image_paths[chunk[0]]}")
+                    raise DepthTeacherError(f"{self.name} returned non-finite values for {view_set.image_paths[index]}")
                 out.append(full)
         return out

@@ -149,29 +149,32 @@ class SimulatedMatcher:
 
     def __init__(self, config: SimulatedMatcherConfig = SimulatedMatcherConfig()) -> None:
         self.config = config
-        self._scenes = {}
+        self._depths = (None, None)  # (root, (V, H, W) GT depth) of the last view set: pairs come scene by scene
 
     def description(self) -> dict:
         from dataclasses import asdict
 
         return {"matcher": self.name, **asdict(self.config)}
 
-    def _scene(self, view_set):
-        from reliev3r_ns.data.scene_io import load_scene
+    @staticmethod
+    def _scene(view_set):
+        from reliev3r_ns.data.scene_io import SceneFormatError
 
-        if view_set.root not in self._scenes:
-            scene = load_scene(view_set.root)
-            if not scene.has_depth:
-                raise ValueError(f"{view_set.root}: the simulated matcher needs GT depth and poses (synthetic scenes); use the sift matcher for real images")
-            self._scenes = {view_set.root: (scene, scene.load_depths())}
-        return self._scenes[view_set.root]
+        if view_set.scene is None or not view_set.scene.has_depth:
+            raise SceneFormatError(
+                f"{view_set.root}: the simulated matcher needs GT depth and poses (synthetic scenes); use the sift matcher for real images"
+            )
+        return view_set.scene
 
     def item_files(self, view_set, index: int):
-        scene, _ = self._scene(view_set)
+        scene = self._scene(view_set)
         return [scene.image_paths[index], scene.depth_paths[index], view_set.root / "transforms.json"]
 
     def match_views(self, view_set, i: int, j: int, keys) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        scene, depths = self._scene(view_set)
+        scene = self._scene(view_set)
+        if self._depths[0] != view_set.root:
+            self._depths = (view_set.root, scene.load_depths())
+        depths = self._depths[1]
         c = self.config
         rng = np.random.default_rng([c.seed, int(keys[0][:15], 16), int(keys[1][:15], 16)])
         uv_i, uv_j = gt_correspondences(depths, scene.intrinsics, scene.cam_to_world, i, j, stride=c.stride, pixel_noise=c.pixel_noise, rng=rng)

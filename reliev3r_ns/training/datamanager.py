@@ -23,7 +23,7 @@ from nerfstudio.data.scene_box import SceneBox
 from rich.console import Console
 from rich.progress import track
 
-from reliev3r_ns.data.scene_io import SceneFormatError, load_scene
+from reliev3r_ns.data.scene_io import SceneFormatError
 from reliev3r_ns.data.synthetic_dataset import ensure_default_dataset
 from reliev3r_ns.geometry import scale_intrinsics, scale_pixels
 from reliev3r_ns.labels import LabelCache, Labeller, PseudoLabelConfig, discover_view_sets, open_view_set
@@ -155,10 +155,7 @@ class Reliev3rDataManager(DataManager):
                 warnings.warn(f"{folder}: no pair of views has {self.config.min_pair_matches} verified matches; skipped")
                 continue
             scene = LoadedScene(folder.name, images, teacher, labels.teacher_space, overlap, matches)
-            try:
-                nerfstudio_scene = load_scene(folder)
-            except SceneFormatError:
-                nerfstudio_scene = None  # an image folder: no intrinsics, no GT
+            nerfstudio_scene = view_set.scene  # None for an image folder: no intrinsics, no GT
             if nerfstudio_scene is not None:
                 K = torch.from_numpy(nerfstudio_scene.intrinsics).float()
                 if self.config.use_known_intrinsics:

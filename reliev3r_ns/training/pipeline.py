@@ -49,12 +49,7 @@ class Reliev3rPipeline(VanillaPipeline):
             self._model = typing.cast(Model, DDP(self._model, device_ids=[local_rank], find_unused_parameters=True))
             dist.barrier(device_ids=[local_rank])
 
-    def get_train_loss_dict(self, step: int):
-        batch, _ = self.datamanager.next_train(step)
-        outputs = self._model(batch)
-        metrics = self.model.get_metrics_dict(outputs, batch)
-        loss_dict = self.model.get_loss_dict(outputs, batch, metrics)
-        return outputs, loss_dict, metrics
+    # get_train_loss_dict is VanillaPipeline's: the datamanager hands it (batch, batch).
 
     def get_eval_loss_dict(self, step: int):
         self.eval()
