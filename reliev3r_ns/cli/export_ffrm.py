@@ -30,7 +30,9 @@ class ExportFFRM:
         if not hasattr(model, "export_ffrm"):
             raise ValueError(f"{self.load_config}: method {config.method_name!r} is not a reliev3r method")
         extra = {"method": config.method_name, "step": int(step), "source_checkpoint": str(checkpoint_path),
-                 "supervision": model.config.loss.supervision}
+                 "supervision": model.config.loss.supervision,
+                 # The processing command runs the network at this size by default.
+                 "image_size": list(pipeline.datamanager.config.image_size)}
         path = model.export_ffrm(self.output, extra)
         print(f"wrote {path} ({model.ffrm.num_parameters() / 1e6:.1f} M parameters, step {step})")
         return path

@@ -1,0 +1,168 @@
+"""reliev3r-process-data: images or a video -> a nerfstudio dataset, with the FFRM instead of COLMAP.
+
+    reliev3r-process-data images --data IMAGES --output-dir OUT --checkpoint ffrm.pt
+    reliev3r-process-data video  --data VIDEO.mp4 --output-dir OUT --checkpoint ffrm.pt [--num-frames-target 300]
+    ns-train splatfacto --data OUT
+
+OUT gets transforms.json (poses and intrinsics from the FFRM), sparse_pc.ply (splatfacto's initial
+points), images/ and downscaled copies, preview.png, and with --colmap a COLMAP text model.
+``--refine.steps N`` first adapts the FFRM to these images with Reliev3R's weak losses (needs a depth
+teacher: ``--refine.labels.transformers.model PATH``).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+from typing_extensions import Annotated
+
+import torch
+import tyro
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from reliev3r_ns.data.scene_io import SceneFormatError
+from reliev3r_ns.labels import open_view_set
+from reliev3r_ns.model import FFRM
+from reliev3r_ns.process.dataset import DatasetWriterConfig, write_dataset
+from reliev3r_ns.process.reconstruct import ReconstructionConfig, default_resolution, focal_spread, reconstruct
+from reliev3r_ns.process.refine import RefineConfig, refine
+from reliev3r_ns.teachers.depth import DepthTeacherError
+
+CONSOLE = Console(stderr=True)
+
+NO_CHECKPOINT = (
+    "no FFRM checkpoint given (--checkpoint). Train one with `ns-train reliev3r` (add --data DIR for your "
+    "own scenes), then export it with `reliev3r-export-ffrm --load-config outputs/.../config.yml --output ffrm.pt` "
+    "and pass --checkpoint ffrm.pt"
+)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), console=CONSOLE, transient=False)
+
+
+@dataclass
+class _ProcessData:
+    data: Path
+    output_dir: Path
+    checkpoint: Optional[Path] = None
+    """Standalone FFRM checkpoint (reliev3r-export-ffrm)."""
+    device: str = "auto"
+    """'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ..."""
+    reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
+    output: DatasetWriterConfig = field(default_factory=DatasetWriterConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+
+    def _load_model(self) -> FFRM:
+        if self.checkpoint is None:
+            raise FileNotFoundError(NO_CHECKPOINT)
+        device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        model = FFRM.from_checkpoint(self.checkpoint, map_location=device)
+        model.eval()
+        return model
+
+    def _images_folder(self, workdir: Path) -> Path:
+        raise NotImplementedError  # each subcommand says where its images come from
+
+    def main(self) -> Path:
+        model = self._load_model()  # before any slow work: a missing checkpoint fails at once
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="reliev3r-process-") as workdir:
+            view_set = open_view_set(self._images_folder(Path(workdir)))
+            report = None
+            if self.refine.steps > 0:
+                first = view_set.load_image(0)
+                size = model.inference_size(*first.shape[:2], self.reconstruction.resolution or default_resolution(model))
+                with _progress() as progress:
+                    task = progress.add_task("test-time refinement", total=self.refine.steps, info="")
+                    report = refine(model, view_set, self.refine, size,
+                                    lambda done, total, loss: progress.update(task, completed=done, info=f"loss {loss:.4f}"))
+                table = Table(title=f"test-time refinement ({report.steps} steps, weak loss on fixed clips)")
+                for column in ("", "total", "depth", "reprojection"):
+                    table.add_column(column)
+                for name, terms in (("before", report.terms_before), ("after", report.terms_after)):
+                    table.add_row(name, *(f"{terms[k]:.4f}" for k in ("loss/total", "loss/depth", "loss/reprojection")))
+                CONSOLE.print(table)
+            with _progress() as progress:
+                task = progress.add_task("reconstructing windows", total=None, info="")
+                result = reconstruct(model, view_set.image_paths, self.reconstruction, exif_transpose=view_set.exif_transpose,
+                                     progress=lambda done, total: progress.update(task, completed=done, total=total))
+            spread = focal_spread(result.intrinsics)
+            if self.output.camera_intrinsics == "shared" and spread > 0.1:
+                CONSOLE.print(f"[yellow]the FFRM's focal lengths vary by {spread:.0%} across views; if these images come from "
+                              "different cameras or zoom settings, use --output.camera-intrinsics per-frame")
+            metadata = {
+                "generator": "reliev3r-process-data",
+                "checkpoint": str(self.checkpoint.resolve()),
+                "checkpoint_extra": {k: v for k, v in getattr(model, "checkpoint_extra", {}).items() if isinstance(v, (str, int, float, list))},
+                "source": str(self.data.resolve()),
+                "windows": len(result.windows),
+                "window_size": self.reconstruction.window_size,
+                "window_overlap": self.reconstruction.window_overlap,
+                "network_size": list(result.depth_size),
+            }
+            if report is not None:
+                metadata["refinement"] = {"steps": report.steps, "loss_before": report.loss_before, "loss_after": report.loss_after}
+            with _progress() as progress:
+                task = progress.add_task("writing dataset", total=result.num_views, info="")
+                out = write_dataset(result, self.output_dir, self.output, view_set.exif_transpose, metadata,
+                                    lambda done, total: progress.update(task, completed=done))
+        CONSOLE.print(
+            f"[green]wrote {out}[/green]: {result.num_views} frames, {len(result.points)} points, "
+            f"{len(result.windows)} window(s), {time.perf_counter() - started:.1f} s. Next: ns-train splatfacto --data {out}"
+        )
+        return out
+
+
+@dataclass
+class ProcessImages(_ProcessData):
+    """A folder of images (or a nerfstudio dataset, whose poses are ignored) -> a nerfstudio dataset."""
+
+    def _images_folder(self, workdir: Path) -> Path:
+        if not self.data.is_dir():
+            raise SceneFormatError(f"{self.data}: not a folder of images")
+        return self.data
+
+
+@dataclass
+class ProcessVideo(_ProcessData):
+    """A video -> evenly sampled frames -> a nerfstudio dataset."""
+
+    num_frames_target: int = 300
+    """About this many frames are sampled evenly from the video (as ns-process-data does)."""
+
+    def _images_folder(self, workdir: Path) -> Path:
+        from reliev3r_ns.process.video import extract_frames
+
+        with _progress() as progress:
+            task = progress.add_task("extracting frames", total=None, info="")
+            extract_frames(self.data, workdir / "frames", self.num_frames_target,
+                           lambda done, total: progress.update(task, completed=done, total=total))
+        return workdir / "frames"
+
+
+Commands = Union[
+    Annotated[ProcessImages, tyro.conf.subcommand("images")],
+    Annotated[ProcessVideo, tyro.conf.subcommand("video")],
+]
+
+
+def entrypoint() -> None:
+    command = tyro.cli(Commands, description=__doc__)
+    try:
+        command.main()
+    except (FileNotFoundError, FileExistsError, SceneFormatError, DepthTeacherError, ValueError, FloatingPointError) as error:
+        CONSOLE.print(f"[bold red]error:[/bold red] {error}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,110 @@
+"""``reliev3r-data``: a nerfstudio dataparser that runs the FFRM on a folder of images inline.
+
+    ns-train splatfacto reliev3r-data --data IMAGES --checkpoint ffrm.pt
+    ns-train splatfacto --pipeline.model.camera-optimizer.mode SO3xR3 reliev3r-data --data IMAGES --checkpoint ffrm.pt
+
+The first use reconstructs the images (as ``reliev3r-process-data images`` does) into a content-keyed
+folder of the cache (the images' bytes, the checkpoint's bytes and the reconstruction options name it),
+later uses read it back. From there on it is nerfstudio's own ``nerfstudio-data`` parser (orientation,
+centring, scaling, train / eval split, ``sparse_pc.ply`` as splatfacto's initial points), so the
+camera optimiser of splatfacto / nerfacto can refine the FFRM's poses like any other dataset's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Type
+
+import torch
+from nerfstudio.data.dataparsers.base_dataparser import DataParser
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
+from nerfstudio.plugins.registry_dataparser import DataParserSpecification
+from rich.console import Console
+
+from reliev3r_ns.data.ply import read_ply
+from reliev3r_ns.data.synthetic_dataset import cache_dir
+from reliev3r_ns.labels import config_key, file_key, open_view_set
+from reliev3r_ns.process.dataset import DatasetWriterConfig, write_dataset
+from reliev3r_ns.process.reconstruct import ReconstructionConfig, reconstruct
+
+CONSOLE = Console()
+NO_CHECKPOINT = ("reliev3r-data needs an FFRM checkpoint: --checkpoint ffrm.pt. Train one with `ns-train reliev3r`, "
+                 "export it with `reliev3r-export-ffrm --load-config outputs/.../config.yml --output ffrm.pt`")
+
+
+class _PlyNerfstudio(Nerfstudio):
+    """nerfstudio's parser, reading sparse_pc.ply with plyfile instead of open3d (same result, and
+    open3d's wheel needs system libraries, e.g. libusb, that are often missing)."""
+
+    def _load_3D_points(self, ply_file_path: Path, transform_matrix: torch.Tensor, scale_factor: float):
+        points, colours = read_ply(ply_file_path)
+        if len(points) == 0:
+            return None
+        xyz = torch.from_numpy(points)
+        xyz = torch.cat([xyz, torch.ones_like(xyz[..., :1])], -1) @ transform_matrix.T
+        return {"points3D_xyz": xyz * scale_factor, "points3D_rgb": torch.from_numpy(colours)}
+
+
+@dataclass
+class Reliev3rDataParserConfig(NerfstudioDataParserConfig):
+    _target: Type = field(default_factory=lambda: Reliev3rDataParser)
+    data: Path = Path()
+    """A folder of images (or a nerfstudio dataset, whose poses are ignored)."""
+    checkpoint: Optional[Path] = None
+    """Standalone FFRM checkpoint (reliev3r-export-ffrm)."""
+    reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
+    camera_intrinsics: Literal["shared", "per-frame"] = "shared"
+    device: str = "auto"
+    processed_cache: Optional[Path] = None
+    """Where reconstructions are kept (default <cache>/processed)."""
+    load_3D_points: bool = True
+    """Pass the FFRM's cloud on as splatfacto's initial points."""
+
+
+class Reliev3rDataParser(DataParser):
+    config: Reliev3rDataParserConfig
+
+    def __init__(self, config: Reliev3rDataParserConfig) -> None:
+        super().__init__(config)
+        self._inner: Optional[_PlyNerfstudio] = None
+
+    def processed_dir(self) -> Path:
+        """Reconstruct (once per images + checkpoint + options) and return the dataset folder."""
+        config = self.config
+        if config.checkpoint is None or not Path(config.checkpoint).is_file():
+            raise FileNotFoundError(NO_CHECKPOINT if config.checkpoint is None else f"{config.checkpoint}: no such checkpoint. {NO_CHECKPOINT}")
+        view_set = open_view_set(config.data)
+        options = {"reconstruction": dataclasses.asdict(config.reconstruction), "camera_intrinsics": config.camera_intrinsics,
+                   "exif_transpose": view_set.exif_transpose}
+        key = config_key({"images": file_key(view_set.image_paths), "checkpoint": file_key([Path(config.checkpoint)]), "options": options})
+        target = (config.processed_cache or cache_dir() / "processed") / key
+        if (target / "transforms.json").is_file():
+            CONSOLE.print(f"reliev3r-data: using the reconstruction in {target}")
+            return target
+        from reliev3r_ns.model import FFRM
+
+        device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        model = FFRM.from_checkpoint(config.checkpoint, map_location=device).eval()
+        CONSOLE.print(f"reliev3r-data: reconstructing {view_set.num_views} images of {config.data} with {config.checkpoint}")
+        result = reconstruct(model, view_set.image_paths, config.reconstruction, exif_transpose=view_set.exif_transpose)
+        metadata = {"generator": "reliev3r-data", "checkpoint": str(Path(config.checkpoint).resolve()), "source": str(Path(config.data).resolve()), **options}
+        write_dataset(result, target, DatasetWriterConfig(camera_intrinsics=config.camera_intrinsics), view_set.exif_transpose,
+                      json.loads(json.dumps(metadata)))
+        return target
+
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs):
+        if self._inner is None:
+            names = {f.name for f in dataclasses.fields(NerfstudioDataParserConfig)}
+            inner_config = NerfstudioDataParserConfig(**{n: getattr(self.config, n) for n in names if n != "_target"})
+            inner_config.data = self.processed_dir()
+            self._inner = _PlyNerfstudio(inner_config)
+        return self._inner._generate_dataparser_outputs(split, **kwargs)
+
+
+reliev3r_dataparser = DataParserSpecification(
+    config=Reliev3rDataParserConfig(),
+    description="Images in, poses and initial points from a reliev3r FFRM (no COLMAP)",
+)

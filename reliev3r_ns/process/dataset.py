@@ -1,0 +1,205 @@
+"""Write a :class:`Reconstruction` as a nerfstudio dataset (and optionally a COLMAP text model).
+
+Layout (what ``ns-process-data`` writes, so every nerfstudio method reads it)::
+
+    OUT/
+      transforms.json        PINHOLE intrinsics (shared at the top level, or per frame), OpenGL
+                             camera-to-world ``transform_matrix`` per frame, ``ply_file_path``
+      sparse_pc.ply          confidence-filtered, voxel-downsampled coloured points (splatfacto's init)
+      images/frame_00001.png ...    the images as the FFRM saw them (EXIF orientation applied)
+      images_2/ images_4/ ...       downscaled by 2, 4, ... (nerfstudio picks one by --downscale-factor)
+      sparse/0/cameras.txt images.txt points3D.txt   with --colmap (COLMAP's text format)
+      preview.png            the cloud and cameras from above, a few depth maps
+
+OUT is assembled in a hidden temporary folder beside it and renamed into place at the end, so it is
+either the previous content or the complete new dataset, never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Literal, Optional
+
+import torch
+from PIL import Image
+
+from reliev3r_ns.data.ply import write_ply
+from reliev3r_ns.data.scene_io import TRANSFORMS_FILE, read_rgb
+from reliev3r_ns.geometry import invert_pose, rotation_to_quaternion
+from reliev3r_ns.geometry.conventions import frame_to_transforms_json, intrinsics_opencv_to_nerfstudio
+from reliev3r_ns.process.reconstruct import Reconstruction, shared_intrinsics
+
+PLY_FILE = "sparse_pc.ply"
+_COPYABLE = {".png", ".jpg", ".jpeg"}
+
+
+@dataclass
+class DatasetWriterConfig:
+    camera_intrinsics: Literal["shared", "per-frame"] = "shared"
+    """'shared': one camera for every frame (the median of the FFRM's per-view intrinsics; right for
+    one camera / a video, like COLMAP's single-camera mode); 'per-frame': each view's own prediction."""
+    num_downscales: int = 3
+    """Also write images_2, images_4, ... up to 2**num_downscales (as ns-process-data does)."""
+    colmap: bool = False
+    """Also write a COLMAP text model in sparse/0 (cameras.txt, images.txt, points3D.txt)."""
+    overwrite: bool = False
+    """Replace an existing non-empty output folder (atomically)."""
+    preview: bool = True
+    """Also draw preview.png (cloud and cameras from above, depth maps)."""
+
+
+def _needs_reencode(path: Path, exif_transpose: bool) -> bool:
+    """True when the stored pixels are not what the FFRM saw (EXIF turn, odd modes or formats)."""
+    if path.suffix.lower() not in _COPYABLE:
+        return True
+    with Image.open(path) as image:
+        if image.mode != "RGB":
+            return True
+        return exif_transpose and image.getexif().get(0x0112, 1) != 1
+
+
+def _save(image: Image.Image, path: Path) -> None:
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        image.save(path, quality=95)
+    else:
+        image.save(path)
+
+
+def write_images(image_paths: List[Path], root: Path, num_downscales: int, exif_transpose: bool,
+                 progress: Optional[Callable[[int, int], None]] = None) -> List[str]:
+    """Images into root/images (and root/images_2, ...); returns their paths relative to root."""
+    folders = [root / ("images" if k == 0 else f"images_{2 ** k}") for k in range(num_downscales + 1)]
+    for folder in folders:
+        folder.mkdir(parents=True)
+    relative = []
+    for index, source in enumerate(image_paths):
+        suffix = source.suffix.lower() if not _needs_reencode(source, exif_transpose) else ".png"
+        name = f"frame_{index + 1:05d}{suffix}"
+        rgb = read_rgb(source, exif_transpose=exif_transpose)
+        if suffix == source.suffix.lower():
+            shutil.copyfile(source, folders[0] / name)
+        else:
+            Image.fromarray(rgb).save(folders[0] / name)
+        full = Image.fromarray(rgb)
+        for k in range(1, num_downscales + 1):
+            size = (max(1, round(full.width / 2**k)), max(1, round(full.height / 2**k)))
+            _save(full.resize(size, Image.Resampling.LANCZOS), folders[k] / name)
+        relative.append(f"images/{name}")
+        if progress:
+            progress(index + 1, len(image_paths))
+    return relative
+
+
+def transforms_json(reconstruction: Reconstruction, file_paths: List[str], camera_intrinsics: str,
+                    metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    H, W = reconstruction.image_size
+    meta: Dict[str, Any] = {}
+    K_shared = shared_intrinsics(reconstruction.intrinsics) if camera_intrinsics == "shared" else None
+    frames = []
+    for i, file_path in enumerate(file_paths):
+        K = K_shared if K_shared is not None else reconstruction.intrinsics[i]
+        frame = frame_to_transforms_json(reconstruction.cam_to_world[i], K, W, H)
+        frame["file_path"] = file_path
+        frames.append(frame)
+    if K_shared is not None:
+        # nerfstudio reads a camera given once at the top level for every frame.
+        for key in ("camera_model", "fl_x", "fl_y", "cx", "cy", "w", "h"):
+            meta[key] = frames[0][key]
+            for frame in frames:
+                del frame[key]
+    meta["frames"] = [{"file_path": f.pop("file_path"), **f} for f in frames]
+    meta["ply_file_path"] = PLY_FILE
+    if metadata:
+        meta["reliev3r"] = metadata
+    return meta
+
+
+def write_colmap_text(reconstruction: Reconstruction, file_paths: List[str], folder: Path, camera_intrinsics: str) -> None:
+    """COLMAP's text model: PINHOLE cameras, world-to-camera poses (COLMAP's camera axes are
+    OpenCV's), the cloud as points3D without tracks. COLMAP's pixel convention is nerfstudio's."""
+    folder.mkdir(parents=True)
+    H, W = reconstruction.image_size
+    N = reconstruction.num_views
+    if camera_intrinsics == "shared":
+        cameras = [intrinsics_opencv_to_nerfstudio(shared_intrinsics(reconstruction.intrinsics))]
+        camera_of = [1] * N
+    else:
+        cameras = [intrinsics_opencv_to_nerfstudio(K) for K in reconstruction.intrinsics]
+        camera_of = list(range(1, N + 1))
+    lines = ["# Camera list with one line of data per camera:", "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
+    for k, K in enumerate(cameras):
+        lines.append(f"{k + 1} PINHOLE {W} {H} {K[0, 0]:.10g} {K[1, 1]:.10g} {K[0, 2]:.10g} {K[1, 2]:.10g}")
+    (folder / "cameras.txt").write_text("\n".join(lines) + "\n")
+
+    world_to_cam = invert_pose(torch.from_numpy(reconstruction.cam_to_world))
+    quaternions = rotation_to_quaternion(world_to_cam[:, :3, :3])  # (N, 4) w, x, y, z
+    lines = ["# Image list with two lines of data per image:", "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
+             "#   POINTS2D[] as (X, Y, POINT3D_ID)"]
+    for i in range(N):
+        q, t = quaternions[i].tolist(), world_to_cam[i, :3, 3].tolist()
+        name = Path(file_paths[i]).name
+        lines.append(f"{i + 1} " + " ".join(f"{v:.12g}" for v in q + t) + f" {camera_of[i]} {name}")
+        lines.append("")
+    (folder / "images.txt").write_text("\n".join(lines) + "\n")
+
+    with open(folder / "points3D.txt", "w") as f:
+        f.write("# 3D point list with one line of data per point:\n#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[]\n")
+        for k, (p, c) in enumerate(zip(reconstruction.points, reconstruction.colours)):
+            f.write(f"{k + 1} {p[0]:.7g} {p[1]:.7g} {p[2]:.7g} {c[0]} {c[1]} {c[2]} 0\n")
+
+
+def write_dataset(
+    reconstruction: Reconstruction,
+    output_dir: Path,
+    config: DatasetWriterConfig = DatasetWriterConfig(),
+    exif_transpose: bool = True,
+    metadata: Optional[Dict[str, Any]] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> Path:
+    """Write the dataset into ``output_dir`` atomically; returns ``output_dir``."""
+    output_dir = Path(output_dir).resolve()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"{output_dir}: exists and is not a folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not config.overwrite:
+        raise FileExistsError(f"{output_dir}: exists and is not empty; pass --overwrite to replace it, or choose another --output-dir")
+    if any(output_dir == p.resolve().parent or output_dir in p.resolve().parents for p in reconstruction.image_paths):
+        raise ValueError(f"{output_dir}: the output folder must not contain the input images")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        file_paths = write_images(reconstruction.image_paths, staging, config.num_downscales, exif_transpose, progress)
+        meta = transforms_json(reconstruction, file_paths, config.camera_intrinsics, metadata)
+        (staging / TRANSFORMS_FILE).write_text(json.dumps(meta, indent=2))
+        write_ply(staging / PLY_FILE, reconstruction.points, reconstruction.colours)
+        if config.colmap:
+            write_colmap_text(reconstruction, file_paths, staging / "sparse" / "0", config.camera_intrinsics)
+        if config.preview:
+            from reliev3r_ns.process.preview import save_reconstruction_preview
+
+            save_reconstruction_preview(reconstruction, staging / "preview.png")
+        _swap_into_place(staging, output_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return output_dir
+
+
+def _swap_into_place(staging: Path, output_dir: Path) -> None:
+    """Replace ``output_dir`` by ``staging`` with renames only (the old content survives a crash)."""
+    if not output_dir.exists():
+        os.replace(staging, output_dir)
+        return
+    backup = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
+    backup.rmdir()
+    os.replace(output_dir, backup)
+    try:
+        os.replace(staging, output_dir)
+    except BaseException:
+        os.replace(backup, output_dir)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
