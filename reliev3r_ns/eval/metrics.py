@@ -10,6 +10,18 @@ translation error) is under the threshold.
 Depth: per view, the prediction is scaled by median(gt) / median(pred) over valid pixels, then
 AbsRel = mean |d - d*| / d*, delta<1.25 = fraction with max(d / d*, d* / d) < 1.25, and
 tau = fraction with |d - d*| / d* < 0.10 (the paper's inlier ratio at 10 %).
+
+Trajectory: the predicted camera centres are mapped onto the reference by the least-squares Sim(3)
+(Umeyama); ATE = RMSE of the aligned centres, in reference units, and ``ate_normalised`` = ATE / RMS
+distance of the reference centres from their mean (scale-free, comparable across scenes).
+
+Point maps: the predicted world points of all views are mapped onto the reference point maps by
+the least-squares Sim(3) over valid pixels; per pixel rel = |P - P*| / |P* - C*| (C* the pixel's
+reference camera centre, so the error is relative to the viewing distance); reported as the mean
+rel and tau = fraction with rel < 0.10.
+
+Point clouds (after the same kind of alignment): accuracy = mean distance from each predicted point
+to its nearest reference point, completeness = the reverse, Chamfer = their mean.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from reliev3r_ns.geometry import pairwise_relative_poses, rotation_geodesic_distance
+from reliev3r_ns.geometry import Sim3, pairwise_relative_poses, rotation_geodesic_distance, umeyama_alignment
 from reliev3r_ns.losses.reprojection import angle_between
 
 Tensor = torch.Tensor
@@ -81,3 +93,44 @@ def depth_metrics(pred_depth: Tensor, gt_depth: Tensor, valid: Optional[Tensor] 
         "depth_delta1.25": torch.stack(delta).mean().item(),
         "depth_tau": torch.stack(tau).mean().item(),
     }
+
+
+def trajectory_metrics(pred_cam_to_world: Tensor, gt_cam_to_world: Tensor) -> Tuple[Dict[str, float], Sim3]:
+    """(N, 4, 4) OpenCV camera-to-world -> ({ate, ate_normalised}, the Sim(3) prediction -> reference)."""
+    pred_c, gt_c = pred_cam_to_world[:, :3, 3].double(), gt_cam_to_world[:, :3, 3].double()
+    sim3 = umeyama_alignment(pred_c, gt_c)
+    ate = (sim3.apply_to_points(pred_c) - gt_c).norm(dim=-1).pow(2).mean().sqrt()
+    extent = (gt_c - gt_c.mean(0)).norm(dim=-1).pow(2).mean().sqrt().clamp_min(1e-12)
+    return {"ate": ate.item(), "ate_normalised": (ate / extent).item()}, sim3
+
+
+def pointmap_metrics(pred_points: Tensor, gt_points: Tensor, gt_centres: Tensor, valid: Tensor,
+                     max_fit_points: int = 100_000, seed: int = 0) -> Dict[str, float]:
+    """(V, H, W, 3) predicted / reference world points, (V, 3) reference camera centres, (V, H, W) valid."""
+    pred, gt = pred_points.double(), gt_points.double()
+    distance = (gt - gt_centres.double()[:, None, None, :]).norm(dim=-1)
+    mask = valid & torch.isfinite(pred).all(-1) & torch.isfinite(gt).all(-1) & (distance > 0)
+    p, g, d = pred[mask], gt[mask], distance[mask]
+    if len(p) < 3:
+        return {"pointmap_rel": float("nan"), "pointmap_tau": float("nan")}
+    fit = torch.randperm(len(p), generator=torch.Generator().manual_seed(seed))[:max_fit_points]
+    sim3 = umeyama_alignment(p[fit], g[fit])
+    rel = (sim3.apply_to_points(p) - g).norm(dim=-1) / d
+    return {"pointmap_rel": rel.mean().item(), "pointmap_tau": (rel < 0.10).double().mean().item()}
+
+
+def _nearest_distances(source: Tensor, target: Tensor, chunk: int = 4096) -> Tensor:
+    out = [torch.cdist(source[k : k + chunk], target, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values for k in range(0, len(source), chunk)]
+    return torch.cat(out) if out else source.new_zeros(0)
+
+
+def cloud_metrics(pred_points: Tensor, ref_points: Tensor, max_points: int = 20_000, seed: int = 0) -> Dict[str, float]:
+    """(M, 3) aligned predicted cloud, (K, 3) reference cloud (both subsampled to ``max_points``)."""
+    generator = torch.Generator().manual_seed(seed)
+    pred = pred_points.double()[torch.randperm(len(pred_points), generator=generator)[:max_points]]
+    ref = ref_points.double()[torch.randperm(len(ref_points), generator=generator)[:max_points]]
+    if len(pred) == 0 or len(ref) == 0:
+        return {"cloud_accuracy": float("nan"), "cloud_completeness": float("nan"), "cloud_chamfer": float("nan")}
+    accuracy = _nearest_distances(pred, ref).mean().item()
+    completeness = _nearest_distances(ref, pred).mean().item()
+    return {"cloud_accuracy": accuracy, "cloud_completeness": completeness, "cloud_chamfer": 0.5 * (accuracy + completeness)}

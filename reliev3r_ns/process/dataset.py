@@ -5,6 +5,7 @@ Layout (what ``ns-process-data`` writes, so every nerfstudio method reads it)::
     OUT/
       transforms.json        PINHOLE intrinsics (shared at the top level, or per frame), OpenGL
                              camera-to-world ``transform_matrix`` per frame, ``ply_file_path``
+      depth/frame_00001.npy ...     the FFRM's depth maps (float32, network size), named by depth_file_path
       sparse_pc.ply          confidence-filtered, voxel-downsampled coloured points (splatfacto's init)
       images/frame_00001.png ...    the images as the FFRM saw them (EXIF orientation applied)
       images_2/ images_4/ ...       downscaled by 2, 4, ... (nerfstudio picks one by --downscale-factor)
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Optional
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -49,6 +51,10 @@ class DatasetWriterConfig:
     """Also write a COLMAP text model in sparse/0 (cameras.txt, images.txt, points3D.txt)."""
     overwrite: bool = False
     """Replace an existing non-empty output folder (atomically)."""
+    depth: bool = True
+    """Also write the FFRM's depth maps (depth/frame_*.npy, float32 in the dataset's units, at the
+    network size; nerfstudio resizes them) and name them in transforms.json (depth_file_path), for
+    depth-supervised methods and reliev3r-eval."""
     preview: bool = True
     """Also draw preview.png (cloud and cameras from above, depth maps)."""
 
@@ -96,7 +102,7 @@ def write_images(image_paths: List[Path], root: Path, num_downscales: int, exif_
 
 
 def transforms_json(reconstruction: Reconstruction, file_paths: List[str], camera_intrinsics: str,
-                    metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                    metadata: Optional[Dict[str, Any]] = None, depth_paths: Optional[List[str]] = None) -> Dict[str, Any]:
     H, W = reconstruction.image_size
     meta: Dict[str, Any] = {}
     K_shared = shared_intrinsics(reconstruction.intrinsics) if camera_intrinsics == "shared" else None
@@ -105,6 +111,8 @@ def transforms_json(reconstruction: Reconstruction, file_paths: List[str], camer
         K = K_shared if K_shared is not None else reconstruction.intrinsics[i]
         frame = frame_to_transforms_json(reconstruction.cam_to_world[i], K, W, H)
         frame["file_path"] = file_path
+        if depth_paths is not None:
+            frame["depth_file_path"] = depth_paths[i]
         frames.append(frame)
     if K_shared is not None:
         # nerfstudio reads a camera given once at the top level for every frame.
@@ -114,8 +122,8 @@ def transforms_json(reconstruction: Reconstruction, file_paths: List[str], camer
                 del frame[key]
     meta["frames"] = [{"file_path": f.pop("file_path"), **f} for f in frames]
     meta["ply_file_path"] = PLY_FILE
-    if metadata:
-        meta["reliev3r"] = metadata
+    # Which input image each frame is (reliev3r-eval matches frames to a reference by these names).
+    meta["reliev3r"] = {**(metadata or {}), "source_images": [p.name for p in reconstruction.image_paths]}
     return meta
 
 
@@ -173,7 +181,13 @@ def write_dataset(
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
         file_paths = write_images(reconstruction.image_paths, staging, config.num_downscales, exif_transpose, progress)
-        meta = transforms_json(reconstruction, file_paths, config.camera_intrinsics, metadata)
+        depth_paths = None
+        if config.depth:
+            (staging / "depth").mkdir()
+            depth_paths = [f"depth/{Path(f).stem}.npy" for f in file_paths]
+            for d, relative in zip(reconstruction.depth, depth_paths):
+                np.save(staging / relative, d.astype(np.float32))
+        meta = transforms_json(reconstruction, file_paths, config.camera_intrinsics, metadata, depth_paths)
         (staging / TRANSFORMS_FILE).write_text(json.dumps(meta, indent=2))
         write_ply(staging / PLY_FILE, reconstruction.points, reconstruction.colours)
         if config.colmap:
