@@ -301,3 +301,17 @@ def test_simulated_matcher_is_dense_accurate_and_cached(scene_dir, tmp_path):
         Image.open(p).save(folder / p.name)
     with pytest.raises(SceneFormatError):
         Labeller(PseudoLabelConfig(depth_teacher="simulated", matcher="simulated"), LabelCache(tmp_path / "c2")).label(open_view_set(folder))
+
+
+def test_a_dataset_preview_beside_scene_folders_is_not_a_scene(scene_dir, tmp_path):
+    """`reliev3r-synthetic default` writes preview.png at the dataset root; the root is a container."""
+    root = tmp_path / "dataset"
+    copy_scene(scene_dir, root / "scene_a")
+    copy_scene(scene_dir, root / "scene_b")
+    Image.new("RGB", (8, 8)).save(root / "preview.png")
+    assert discover_view_sets(root) == [root / "scene_a", root / "scene_b"]
+    loose = tmp_path / "photos"
+    loose.mkdir()
+    for k in range(2):
+        Image.new("RGB", (8, 8)).save(loose / f"{k}.png")
+    assert discover_view_sets(loose) == [loose]

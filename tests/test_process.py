@@ -15,13 +15,11 @@ from reliev3r_ns.data.ply import read_ply, write_ply
 from reliev3r_ns.data.scene_io import SceneFormatError, write_scene
 from reliev3r_ns.data.synthetic import SyntheticSceneConfig, generate_scene
 from reliev3r_ns.geometry import (
-    align_camera_centres,
     axis_angle_to_rotation,
     cam_to_world_opencv_to_opengl,
     intrinsics_opencv_to_nerfstudio,
     invert_pose,
     make_pose,
-    rotation_geodesic_distance,
     unproject_depth_to_world,
 )
 from reliev3r_ns.model import FFRM, ffrm_config

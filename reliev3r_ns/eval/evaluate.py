@@ -247,3 +247,17 @@ def save_evaluation_plot(evaluation: Evaluation, output: Path, title: str = "") 
     fig.savefig(output, dpi=100)
     plt.close(fig)
     return output
+
+
+def clip_metrics(cam_to_world: torch.Tensor, intrinsics: torch.Tensor, depth: torch.Tensor,
+                 gt_cam_to_world: torch.Tensor, gt_intrinsics: torch.Tensor, gt_depth: torch.Tensor) -> Dict[str, float]:
+    """The paper's table for one clip of V views (all (V, ...) tensors, OpenCV, same resolution):
+    point-map rel / tau, pose ATE (normalised) / AUC@30 and RRA / RTA, depth rel / tau / delta."""
+    metrics = pose_metrics(cam_to_world.double(), gt_cam_to_world.double())
+    metrics.update(trajectory_metrics(cam_to_world.double(), gt_cam_to_world.double())[0])
+    valid = torch.isfinite(gt_depth) & (gt_depth > 0)
+    metrics.update(depth_metrics(depth.double(), gt_depth.double(), valid))
+    pred_points = unproject_depth_to_world(depth.double(), intrinsics.double(), cam_to_world.double())
+    gt_points = unproject_depth_to_world(gt_depth.double().clamp_min(1e-12), gt_intrinsics.double(), gt_cam_to_world.double())
+    metrics.update(pointmap_metrics(pred_points, gt_points, gt_cam_to_world[:, :3, 3].double(), valid))
+    return metrics

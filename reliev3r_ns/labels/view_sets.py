@@ -83,7 +83,10 @@ def discover_view_sets(data: Path) -> List[Path]:
     for current, dirs, _ in os.walk(data):
         current_path = Path(current)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if is_view_set(current_path):
+        structured = (current_path / TRANSFORMS_FILE).is_file() or (current_path / "images").is_dir()
+        # Loose images beside scene folders (a dataset's preview.png) do not make the container a scene.
+        loose = bool(_images_in(current_path)) and not any(is_view_set(current_path / d) for d in dirs)
+        if is_view_set(current_path) and (structured or loose):
             found.append(current_path)
             dirs[:] = []  # a scene's own subfolders (images/, depth/) are not scenes
     if not found:

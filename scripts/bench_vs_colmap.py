@@ -1,0 +1,99 @@
+"""FFRM processing vs pycolmap's full SfM on the same images: wall time, ratio, pose accuracy.
+
+FFRM side: ``reconstruct`` (windows + Sim(3)) and writing the nerfstudio dataset, as
+``reliev3r-process-data images`` does. COLMAP side: pycolmap SIFT extraction, exhaustive matching and
+incremental mapping (CPU), as ``ns-process-data`` runs COLMAP. Both are scored against the scene's GT
+poses with reliev3r-eval's metrics (pairs of images COLMAP did not register count as failures through
+``posed_fraction``; AUC is over the pairs it did register).
+
+    python scripts/bench_vs_colmap.py --quick                       # one small synthetic scene (CI)
+    python scripts/bench_vs_colmap.py --checkpoint ffrm.pt          # 4 synthetic scenes, 24 views at 256x192
+    python scripts/bench_vs_colmap.py --checkpoint ffrm.pt --scene SCENE_WITH_GT [...]
+
+Without --checkpoint a randomly initialised tiny FFRM is timed (its accuracy is meaningless and is
+labelled so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def synthetic_scenes(count: int, views: int, width: int, height: int, root: Path) -> list:
+    from reliev3r_ns.data.synthetic import SyntheticSceneConfig
+    from reliev3r_ns.data.synthetic_dataset import generate_dataset
+
+    config = SyntheticSceneConfig(width=width, height=height, num_views=views, supersample=1, trajectories=("orbit", "forward"))
+    generate_dataset(root, count, seed=5, config=config, show_progress=False)
+    return sorted(p for p in root.iterdir() if (p / "transforms.json").is_file())
+
+
+def main(argv=None) -> list:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--scene", type=Path, nargs="*", default=None, help="nerfstudio datasets with GT poses")
+    parser.add_argument("--resolution", type=int, default=None, help="FFRM network size (longest side)")
+    args = parser.parse_args(argv)
+
+    from reliev3r_ns.eval.evaluate import evaluate, load_reference, prediction_from_reconstruction, run_colmap_sfm
+    from reliev3r_ns.labels import open_view_set
+    from reliev3r_ns.model import FFRM, ffrm_config
+    from reliev3r_ns.process.dataset import DatasetWriterConfig, write_dataset
+    from reliev3r_ns.process.reconstruct import ReconstructionConfig, reconstruct
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.checkpoint is not None:
+        model, trained = FFRM.from_checkpoint(args.checkpoint, map_location=device).eval(), True
+    else:
+        torch.manual_seed(0)
+        model, trained = FFRM(ffrm_config("tiny")).to(device).eval(), False
+        args.resolution = args.resolution or 256  # the images' own size; an untrained model records none
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="reliev3r-bench-colmap-") as workdir:
+        workdir = Path(workdir)
+        scenes = args.scene or synthetic_scenes(1 if args.quick else 4, 12 if args.quick else 24, 256, 192, workdir / "scenes")
+        for scene in scenes:
+            view_set = open_view_set(scene)
+            reference = load_reference(scene)
+            # Warm-up outside the timing (first-call allocations, thread pools), like any benchmark.
+            reconstruct(model, view_set.image_paths[:2], ReconstructionConfig(resolution=args.resolution), exif_transpose=False)
+            started = time.perf_counter()
+            result = reconstruct(model, view_set.image_paths, ReconstructionConfig(resolution=args.resolution), exif_transpose=False)
+            write_dataset(result, workdir / "out" / scene.name, DatasetWriterConfig(preview=False), exif_transpose=False)
+            ffrm_seconds = time.perf_counter() - started
+            ffrm_eval = evaluate(prediction_from_reconstruction(result, "ffrm"), reference).metrics
+            colmap_eval, timings = None, {}
+            started = time.perf_counter()
+            try:
+                colmap_set, timings = run_colmap_sfm(view_set.image_paths, workdir / "colmap" / scene.name)
+                colmap_eval = evaluate(colmap_set, reference).metrics
+            except Exception as error:  # noqa: BLE001 - COLMAP failing on a scene is a result, recorded as such
+                print(f"{scene.name}: COLMAP failed: {error}")
+            colmap_seconds = time.perf_counter() - started
+            rows.append({"scene": scene.name, "views": view_set.num_views, "ffrm_s": ffrm_seconds, "colmap_s": colmap_seconds,
+                         "ffrm": ffrm_eval, "colmap": colmap_eval, **timings})
+
+    print(f"\n{platform.machine()}, {'GPU ' + torch.cuda.get_device_name() if device == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'}; "
+          f"FFRM {'from ' + str(args.checkpoint) if trained else 'randomly initialised (accuracy meaningless)'}")
+    print("| scene | views | FFRM s | COLMAP s | COLMAP / FFRM time | FFRM AUC@30 | COLMAP AUC@30 | COLMAP posed | FFRM ATE | COLMAP ATE |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        c = r["colmap"]
+        print(f"| {r['scene']} | {r['views']} | {r['ffrm_s']:.2f} | {r['colmap_s']:.2f} | {r['colmap_s'] / r['ffrm_s']:.1f}x | "
+              f"{r['ffrm']['pose_auc30']:.3f} | {c['pose_auc30'] if c else float('nan'):.3f} | {c['posed_fraction'] if c else 0:.2f} | "
+              f"{r['ffrm']['ate_normalised']:.3f} | {c['ate_normalised'] if c else float('nan'):.3f} |")
+    ratio = np.sum([r["colmap_s"] for r in rows]) / np.sum([r["ffrm_s"] for r in rows])
+    print(f"\nall scenes: COLMAP took {ratio:.1f}x the FFRM's time (target: >= 50x at comparable pose accuracy)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

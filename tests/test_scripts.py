@@ -1,0 +1,38 @@
+"""The reproduction and benchmark scripts' --quick modes run end to end (CI-sized; figures are not asserted
+beyond being well-formed: the claim itself needs the full runs recorded in the README)."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_reproduce_weak_vs_full_quick(capsys, tmp_path):
+    results = load("reproduce_weak_vs_full").main(["--quick", "--output", str(tmp_path / "r.json")])
+    assert [r["variant"] for r in results] == ["weak", "full"]
+    for r in results:
+        for key in ("pointmap_rel", "pointmap_tau", "ate_normalised", "pose_auc30", "depth_abs_rel", "depth_tau"):
+            assert math.isfinite(r["metrics"][key]), (r["variant"], key)
+    out = capsys.readouterr().out
+    assert "| weak |" in out and "| full |" in out and "weak / full" in out
+    assert (tmp_path / "r.json").is_file()
+
+
+@pytest.mark.slow
+def test_bench_vs_colmap_quick(capsys):
+    pytest.importorskip("pycolmap")
+    rows = load("bench_vs_colmap").main(["--quick"])
+    assert len(rows) == 1 and rows[0]["ffrm_s"] > 0 and rows[0]["colmap_s"] > 0
+    assert 0.0 <= rows[0]["ffrm"]["pose_auc30"] <= 1.0
+    assert "COLMAP took" in capsys.readouterr().out
