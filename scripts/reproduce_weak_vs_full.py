@@ -37,7 +37,7 @@ COLUMNS = [("pointmap_rel", "pm rel"), ("pointmap_tau", "pm tau"), ("ate_normali
            ("depth_abs_rel", "depth rel"), ("depth_tau", "depth tau")]
 
 
-def make_config(variant: str, train: Path, evaluation: Path, output: Path, labels: Path, args) -> "TrainerConfig":  # noqa: F821
+def make_config(variant: str, train: Path, evaluation: Path, output: Path, labels: Path, args):
     from reliev3r_ns.method_configs.reliev3r import reliev3r_method, reliev3r_supervised_method
 
     config = copy.deepcopy((reliev3r_supervised_method if variant == "full" else reliev3r_method).config)
@@ -84,6 +84,19 @@ def evaluate_held_out(pipeline) -> dict:
     return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
 
 
+def release_event_writers() -> None:
+    """nerfstudio keeps its event writers in module-level lists that every Trainer appends to; close
+    and drop them, or the next Trainer in this process writes into this run's (deleted) folder."""
+    from nerfstudio.utils import writer
+
+    for event_writer in writer.EVENT_WRITERS:
+        inner = getattr(event_writer, "tb_writer", None)
+        if inner is not None:
+            inner.close()
+    writer.EVENT_WRITERS.clear()
+    writer.EVENT_STORAGE.clear()
+
+
 def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args) -> dict:
     config = make_config(variant, train, evaluation, workdir / "outputs", workdir / "labels", args)
     trainer = config.setup(local_rank=0, world_size=1)
@@ -94,6 +107,7 @@ def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args
     trainer.train()
     seconds = time.perf_counter() - started
     after = evaluate_held_out(trainer.pipeline)
+    release_event_writers()
     return {"variant": variant, "seconds": seconds, "metrics": after, "initial": before}
 
 

@@ -14,7 +14,7 @@ from reliev3r_ns.data.scene_io import SceneFormatError, write_scene
 from reliev3r_ns.data.synthetic import SyntheticSceneConfig, generate_scene
 from reliev3r_ns.eval import cloud_metrics, pointmap_metrics, trajectory_metrics
 from reliev3r_ns.eval.evaluate import CameraSet, evaluate, load_reference
-from reliev3r_ns.geometry import Sim3, axis_angle_to_rotation, frame_to_transforms_json, make_pose, unproject_depth_to_world
+from reliev3r_ns.geometry import Sim3, axis_angle_to_rotation, frame_to_transforms_json, unproject_depth_to_world
 from reliev3r_ns.model import FFRM, ffrm_config
 
 SCENE = SyntheticSceneConfig(width=128, height=96, num_views=6, supersample=1, texture_size=256, trajectories=("orbit",))
