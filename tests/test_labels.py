@@ -315,3 +315,64 @@ def test_a_dataset_preview_beside_scene_folders_is_not_a_scene(scene_dir, tmp_pa
     for k in range(2):
         Image.new("RGB", (8, 8)).save(loose / f"{k}.png")
     assert discover_view_sets(loose) == [loose]
+
+
+def _gt_tracks(scene_dir):
+    """Tracks of a grid of view-0 pixels through every view, from GT depth and poses (independent of the matcher)."""
+    from reliev3r_ns.data.scene_io import load_scene
+    from reliev3r_ns.geometry import unproject_depth_to_world
+
+    scene = load_scene(scene_dir)
+    depth = torch.from_numpy(scene.load_depths()).double()
+    points = unproject_depth_to_world(depth[:1], torch.from_numpy(scene.intrinsics[:1]), torch.from_numpy(scene.cam_to_world[:1]))[0]
+    points = points[4::16, 4::16].reshape(-1, 3)
+    world_to_cam = invert_pose(torch.from_numpy(scene.cam_to_world))
+    projected = [project_world_points(points, torch.from_numpy(scene.intrinsics[v]), world_to_cam[v]) for v in range(scene.num_views)]
+    uv, z = torch.stack([p[0] for p in projected]), torch.stack([p[1] for p in projected])
+    H, W = depth.shape[-2:]
+    visible = (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] <= W - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= H - 1)
+    return scene, uv.permute(1, 0, 2).numpy(), visible.T.numpy()
+
+
+def test_imported_tracks_and_matches_are_ingested_validated_and_keyed(scene_dir, tmp_path):
+    folder = copy_scene(scene_dir, tmp_path / "scene")
+    scene, tracks, visible = _gt_tracks(folder)
+    names = np.array([p.name for p in scene.image_paths])
+    # Written in reversed image order: the importer must map names, not positions.
+    np.savez(folder / "tracks.npz", image_names=names[::-1], tracks=tracks[:, ::-1], visible=visible[:, ::-1])
+    config = PseudoLabelConfig(matcher="imported", simulated_seed=0)
+    cache = LabelCache(tmp_path / "cache")
+    labels = Labeller(config, cache).label(open_view_set(folder))
+    both = visible[:, 0] & visible[:, 2]
+    uv_0, uv_2, conf = labels.matches[(0, 2)]
+    np.testing.assert_allclose(uv_0, tracks[both, 0], atol=1e-4)
+    np.testing.assert_allclose(uv_2, tracks[both, 2], atol=1e-4)
+    assert len(conf) == both.sum() > 10 and (conf == 1).all()
+
+    # Editing the file re-keys the pairs: new content is used, not the cached one.
+    np.savez(folder / "tracks.npz", image_names=names, tracks=tracks + 0.25, visible=visible)
+    again = Labeller(config, cache).label(open_view_set(folder))
+    np.testing.assert_allclose(again.matches[(0, 2)][0], tracks[both, 0] + 0.25, atol=1e-4)
+
+    # Per-pair matches, one pair given as (2, 0): stored as (0, 2) with the sides swapped.
+    (folder / "tracks.npz").unlink()
+    np.savez(folder / "matches.npz", image_names=names, pairs=np.array([[2, 0]]), pair_index=np.zeros(both.sum(), int),
+             uv_i=tracks[both, 2], uv_j=tracks[both, 0])
+    pairs = Labeller(config, cache).label(open_view_set(folder))
+    np.testing.assert_allclose(pairs.matches[(0, 2)][0], tracks[both, 0], atol=1e-4)
+    assert len(pairs.matches[(0, 1)][2]) == 0  # a pair the file does not mention has no matches
+
+    # Validation names the file and the problem.
+    bad = tracks.copy()
+    bad[np.argmax(both), 2] = [5000.0, 3.0]
+    np.savez(folder / "matches.npz", image_names=names, pairs=np.array([[0, 2]]), pair_index=np.zeros(both.sum(), int),
+             uv_i=tracks[both, 0], uv_j=bad[both, 2])
+    with pytest.raises(SceneFormatError, match="matches.npz: uv_j entry 0 .* outside"):
+        Labeller(config, cache).label(open_view_set(folder))
+    np.savez(folder / "matches.npz", image_names=np.array(["nope.png"] + list(names[1:])), pairs=np.array([[0, 2]]),
+             pair_index=np.zeros(both.sum(), int), uv_i=tracks[both, 0], uv_j=tracks[both, 2])
+    with pytest.raises(SceneFormatError, match="nope.png"):
+        Labeller(config, cache).label(open_view_set(folder))
+    (folder / "matches.npz").unlink()
+    with pytest.raises(SceneFormatError, match="tracks.npz or matches.npz"):
+        Labeller(config, cache).label(open_view_set(folder))

@@ -24,6 +24,7 @@ from reliev3r_ns.teachers.depth import (
     TransformersDepthTeacher,
     TransformersDepthTeacherConfig,
 )
+from reliev3r_ns.teachers.imported import ImportedMatcher, ImportedMatcherConfig
 from reliev3r_ns.teachers.sift import SiftMatcher, SiftMatcherConfig
 from reliev3r_ns.teachers.simulated import SimulatedDepthTeacherConfig, SimulatedMatcher, SimulatedMatcherConfig
 
@@ -37,9 +38,11 @@ class PseudoLabelConfig:
     transformers: TransformersDepthTeacherConfig = field(default_factory=TransformersDepthTeacherConfig)
     simulated: SimulatedDepthTeacherConfig = field(default_factory=SimulatedDepthTeacherConfig)
     simulated_seed: int = 0
-    matcher: Literal["sift", "simulated"] = "sift"
-    """'simulated': GT correspondences with noise and outliers (synthetic scenes; experiments and tests only)."""
+    matcher: Literal["sift", "imported", "simulated"] = "sift"
+    """'imported': tracks.npz / matches.npz made elsewhere (e.g. CoTracker), see teachers/imported.py.
+    'simulated': GT correspondences with noise and outliers (synthetic scenes; experiments and tests only)."""
     sift: SiftMatcherConfig = field(default_factory=SiftMatcherConfig)
+    imported: ImportedMatcherConfig = field(default_factory=ImportedMatcherConfig)
     simulated_matches: SimulatedMatcherConfig = field(default_factory=SimulatedMatcherConfig)
     pairs: PairSelectionConfig = field(default_factory=PairSelectionConfig)
 
@@ -51,6 +54,8 @@ class PseudoLabelConfig:
     def build_matcher(self):
         if self.matcher == "simulated":
             return SimulatedMatcher(self.simulated_matches)
+        if self.matcher == "imported":
+            return ImportedMatcher(self.imported)
         return SiftMatcher(self.sift)
 
 
@@ -135,7 +140,7 @@ class Labeller:
             path = self.cache.matches_file(self.match_key, image_keys[i], image_keys[j])
             data = self.cache.load_matches(path)
             if data is None:
-                if getattr(self.matcher, "needs_gt", False):
+                if getattr(self.matcher, "match_from_view_set", False):
                     uv_i, uv_j, conf = self.matcher.match_views(view_set, i, j, (image_keys[i], image_keys[j]))
                 else:
                     for k in (i, j):

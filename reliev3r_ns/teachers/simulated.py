@@ -145,7 +145,7 @@ class SimulatedMatcher:
     'simulated' in every label it writes."""
 
     name = "simulated"
-    needs_gt = True
+    match_from_view_set = True  # pairs come from the scene's GT, not from per-image features
 
     def __init__(self, config: SimulatedMatcherConfig = SimulatedMatcherConfig()) -> None:
         self.config = config
