@@ -164,3 +164,44 @@ def test_weak_training_fits_a_scene_through_the_trainer(small_data, tmp_path):
     # Seen: AUC@30 0.00 -> 0.27, rotation 56 -> 25 / 29 deg (CPU runs are not bit-reproducible).
     assert after["pose_auc30"] > before["pose_auc30"] + 0.15
     assert after["rotation_error_deg"] < 0.7 * before["rotation_error_deg"]
+
+
+def test_bad_data_folders_get_clear_messages(tmp_path):
+    from PIL import Image
+
+    from reliev3r_ns.data.scene_io import SceneFormatError
+    from reliev3r_ns.labels import PseudoLabelConfig
+    from reliev3r_ns.training.datamanager import Reliev3rDataManagerConfig
+
+    def setup(data):
+        config = Reliev3rDataManagerConfig(data=data, label_cache=tmp_path / "labels",
+                                           labels=PseudoLabelConfig(depth_teacher="simulated", matcher="sift"))
+        return config.setup(device="cpu")
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SceneFormatError, match="no scenes found"):
+        setup(tmp_path / "empty")
+    # Scenes with one image each: skipped with a warning, then a clear error that nothing is left.
+    for name in ("a", "b"):
+        (tmp_path / "single" / name).mkdir(parents=True)
+        Image.new("RGB", (32, 24)).save(tmp_path / "single" / name / "0.png")
+    with pytest.warns(UserWarning, match="only one image"), pytest.raises(SceneFormatError, match="no training scene has two overlapping views"):
+        setup(tmp_path / "single")
+    # Two unrelated noise images with a real (tiny, random) depth teacher and SIFT: no verified
+    # matches, so no overlap.
+    from test_labels import tiny_depth_anything
+
+    from reliev3r_ns.teachers.depth import TransformersDepthTeacherConfig
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "noise" / "s").mkdir(parents=True)
+    for k in range(2):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "noise" / "s" / f"{k}.png")
+    labels = PseudoLabelConfig(depth_teacher="transformers", matcher="sift",
+                               transformers=TransformersDepthTeacherConfig(model=str(tiny_depth_anything(tmp_path / "teacher"))))
+    config = Reliev3rDataManagerConfig(data=tmp_path / "noise", label_cache=tmp_path / "labels", labels=labels)
+    with pytest.warns(UserWarning, match="no pair of views"), pytest.raises(SceneFormatError, match="no training scene has two overlapping views"):
+        config.setup(device="cpu")
+    # The simulated teacher on plain images says it needs GT.
+    with pytest.raises(Exception, match="GT depth"):
+        setup(tmp_path / "noise")
