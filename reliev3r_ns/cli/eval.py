@@ -61,14 +61,11 @@ class Eval:
             return prediction_from_dataset(self.prediction)
         if self.images is None:
             raise ValueError("--checkpoint needs --images (the image folder to reconstruct)")
-        import torch
-
         from reliev3r_ns.labels import open_view_set
-        from reliev3r_ns.model import FFRM
+        from reliev3r_ns.model import FFRM, resolve_device
         from reliev3r_ns.process.reconstruct import reconstruct
 
-        device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        model = FFRM.from_checkpoint(self.checkpoint, map_location=device).eval()
+        model = FFRM.from_checkpoint(self.checkpoint, map_location=resolve_device(self.device)).eval()
         view_set = open_view_set(self.images)
         result = reconstruct(model, view_set.image_paths, self.reconstruction, exif_transpose=view_set.exif_transpose)
         return prediction_from_reconstruction(result, f"{self.checkpoint} on {self.images}")

@@ -21,7 +21,6 @@ from typing import Optional, Union
 
 from typing_extensions import Annotated
 
-import torch
 import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -29,7 +28,7 @@ from rich.table import Table
 
 from reliev3r_ns.data.scene_io import SceneFormatError
 from reliev3r_ns.labels import open_view_set
-from reliev3r_ns.model import FFRM
+from reliev3r_ns.model import FFRM, resolve_device
 from reliev3r_ns.process.dataset import DatasetWriterConfig, write_dataset
 from reliev3r_ns.process.reconstruct import ReconstructionConfig, default_resolution, focal_spread, reconstruct
 from reliev3r_ns.process.refine import RefineConfig, refine
@@ -64,10 +63,7 @@ class _ProcessData:
     def _load_model(self) -> FFRM:
         if self.checkpoint is None:
             raise FileNotFoundError(NO_CHECKPOINT)
-        device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        model = FFRM.from_checkpoint(self.checkpoint, map_location=device)
-        model.eval()
-        return model
+        return FFRM.from_checkpoint(self.checkpoint, map_location=resolve_device(self.device)).eval()
 
     def _images_folder(self, workdir: Path) -> Path:
         raise NotImplementedError  # each subcommand says where its images come from

@@ -8,6 +8,7 @@ from reliev3r_ns.model.ffrm import (
     ModelSize,
     Prediction,
     ffrm_config,
+    resolve_device,
 )
 
-__all__ = ["ModelSize", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "FFRM", "FFRMConfig", "Prediction", "ffrm_config"]
+__all__ = ["ModelSize", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "FFRM", "FFRMConfig", "Prediction", "ffrm_config", "resolve_device"]

@@ -279,6 +279,13 @@ class FFRM(nn.Module):
         return model.to(map_location)
 
 
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else is returned as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def _images_to_tensor(images: Union[np.ndarray, Tensor, Sequence[Union[str, Path]]]) -> Tensor:
     """Whatever the caller has -> (V, 3, H, W) float32 in [0, 1]; clear errors for the rest."""
     if isinstance(images, (list, tuple)) and images and isinstance(images[0], (str, Path)):

@@ -84,10 +84,9 @@ class Reliev3rDataParser(DataParser):
         if (target / "transforms.json").is_file():
             CONSOLE.print(f"reliev3r-data: using the reconstruction in {target}")
             return target
-        from reliev3r_ns.model import FFRM
+        from reliev3r_ns.model import FFRM, resolve_device
 
-        device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        model = FFRM.from_checkpoint(config.checkpoint, map_location=device).eval()
+        model = FFRM.from_checkpoint(config.checkpoint, map_location=resolve_device(config.device)).eval()
         CONSOLE.print(f"reliev3r-data: reconstructing {view_set.num_views} images of {config.data} with {config.checkpoint}")
         result = reconstruct(model, view_set.image_paths, config.reconstruction, exif_transpose=view_set.exif_transpose)
         metadata = {"generator": "reliev3r-data", "checkpoint": str(Path(config.checkpoint).resolve()), "source": str(Path(config.data).resolve()), **options}

@@ -111,10 +111,9 @@ class TransformersDepthTeacher(DepthTeacher):
         self.config = config
         self.name = f"transformers:{config.model}"
         self.space = config.space or self._infer_space()
-        device = config.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        from reliev3r_ns.model.ffrm import resolve_device
+
+        self.device = torch.device(resolve_device(config.device))
         self.model.to(self.device).eval()
 
     def _infer_space(self) -> Space:
