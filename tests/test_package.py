@@ -47,3 +47,33 @@ def test_synthetic_cli_generates_and_reports_bad_input(tmp_path):
     clash = run(*args[:-2], "--scene.supersample", "2")
     assert clash.returncode == 2 and "different version / seed / config" in clash.stderr
     assert run("-m", "reliev3r_ns.cli.synthetic", "generate", "--help").returncode == 0
+
+
+def test_process_and_eval_clis_answer_help_and_report_bad_input_on_stderr(tmp_path):
+    for module, sub in (("reliev3r_ns.cli.process_data", ["images"]), ("reliev3r_ns.cli.process_data", ["video"]), ("reliev3r_ns.cli.eval", [])):
+        assert run("-m", module, *sub, "--help").returncode == 0
+    (tmp_path / "empty").mkdir()
+    missing = run("-m", "reliev3r_ns.cli.process_data", "images", "--data", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out"))
+    assert missing.returncode == 2 and "error:" in missing.stderr and "ns-train reliev3r" in missing.stderr
+    assert not (tmp_path / "out").exists()
+    names = run("-m", "reliev3r_ns.cli.eval", "--prediction", str(tmp_path / "empty"), "--reference", str(tmp_path / "empty"))
+    assert names.returncode == 2 and f"{tmp_path / 'empty'}: no transforms.json" in names.stderr.replace("\n", "")
+
+
+def test_run_cli_prints_user_errors_verbatim_and_exits_2(capsys, monkeypatch):
+    from dataclasses import dataclass
+
+    from reliev3r_ns.cli import run_cli
+
+    @dataclass
+    class Broken:
+        def main(self):
+            raise ValueError("images ['a.png', 'b.png'] have [bold]different[/bold] sizes")
+
+    monkeypatch.setattr(sys, "argv", ["broken"])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(Broken, "a command that fails", (ValueError,))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: images ['a.png', 'b.png'] have [bold]different[/bold] sizes\n"
+    with pytest.raises(ValueError):  # not in the given user errors: the traceback stays
+        run_cli(Broken, "", (KeyError,))

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import tyro
 from rich.console import Console
 from rich.table import Table
 
+from reliev3r_ns.cli import run_cli
 from reliev3r_ns.data.scene_io import SceneFormatError
 from reliev3r_ns.process.reconstruct import ReconstructionConfig
 
@@ -106,12 +105,7 @@ class Eval:
 
 
 def entrypoint() -> None:
-    command = tyro.cli(Eval, description=__doc__)
-    try:
-        command.main()
-    except (FileNotFoundError, SceneFormatError, ValueError) as error:
-        CONSOLE.print(f"[bold red]error:[/bold red] {error}")
-        sys.exit(2)
+    run_cli(Eval, __doc__, (FileNotFoundError, SceneFormatError, ValueError))
 
 
 if __name__ == "__main__":

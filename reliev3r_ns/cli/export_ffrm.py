@@ -7,11 +7,10 @@ The file loads without nerfstudio: ``reliev3r_ns.model.FFRM.from_checkpoint("ffr
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import tyro
+from reliev3r_ns.cli import run_cli
 
 
 @dataclass
@@ -39,12 +38,7 @@ class ExportFFRM:
 
 
 def entrypoint() -> None:
-    command = tyro.cli(ExportFFRM, description=__doc__)
-    try:
-        command.main()
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(ExportFFRM, __doc__, (FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

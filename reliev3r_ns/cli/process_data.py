@@ -12,7 +12,6 @@ teacher: ``--refine.labels.transformers.model PATH``).
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from reliev3r_ns.cli import run_cli
 from reliev3r_ns.data.scene_io import SceneFormatError
 from reliev3r_ns.labels import open_view_set
 from reliev3r_ns.model import FFRM, resolve_device
@@ -152,12 +152,7 @@ Commands = Union[
 
 
 def entrypoint() -> None:
-    command = tyro.cli(Commands, description=__doc__)
-    try:
-        command.main()
-    except (FileNotFoundError, FileExistsError, SceneFormatError, DepthTeacherError, ValueError, FloatingPointError) as error:
-        CONSOLE.print(f"[bold red]error:[/bold red] {error}")
-        sys.exit(2)
+    run_cli(Commands, __doc__, (FileNotFoundError, FileExistsError, SceneFormatError, DepthTeacherError, ValueError, FloatingPointError))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -10,6 +9,7 @@ from typing import Optional, Union
 import tyro
 from typing_extensions import Annotated
 
+from reliev3r_ns.cli import run_cli
 from reliev3r_ns.data.synthetic import SyntheticSceneConfig
 
 
@@ -81,12 +81,7 @@ Commands = Union[
 
 
 def entrypoint() -> None:
-    command = tyro.cli(Commands, description=__doc__)
-    try:
-        command.main()
-    except (ValueError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(Commands, __doc__, (ValueError, FileExistsError))
 
 
 if __name__ == "__main__":
