@@ -2,13 +2,14 @@
 
 Both use the same network, data and budget; one config switch (``--pipeline.model.loss.supervision``)
 separates them. With no arguments they train the tiny model on the bundled synthetic dataset
-(rendered into the cache on first use) on the CPU when there is no GPU.
+(rendered into the cache on first use) on the CPU when there is no GPU, with nerfstudio's viser
+viewer showing the live prediction of one clip (``--vis tensorboard`` for no viewer).
 """
 
 from __future__ import annotations
 
 import torch
-from nerfstudio.configs.base_config import MachineConfig
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
@@ -31,7 +32,10 @@ def _trainer(method_name: str, supervision: str) -> TrainerConfig:
         steps_per_eval_all_images=1000,
         steps_per_save=500,
         mixed_precision=False,
-        vis="tensorboard",
+        vis="viewer+tensorboard",
+        # The viewer shows the live prediction of one clip (reliev3r_ns/viewer/live.py); nerfstudio's own
+        # training-image frustums assume one scene with fixed cameras, which a multi-scene FFRM has not.
+        viewer=ViewerConfig(max_num_display_images=0),
         machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
         pipeline=Reliev3rPipelineConfig(
             datamanager=Reliev3rDataManagerConfig(),

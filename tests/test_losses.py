@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reliev3r_ns.data.synthetic import SyntheticSceneConfig, generate_scene
-from reliev3r_ns.geometry import axis_angle_to_rotation, invert_pose, make_pose
+from reliev3r_ns.geometry import axis_angle_to_rotation, make_pose
 from reliev3r_ns.losses import (
     GeometryPrediction,
     GroundTruth,

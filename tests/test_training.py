@@ -1,8 +1,6 @@
 """ns-train reliev3r: metrics with known answers, the Trainer end to end on CPU, export."""
 
-import copy
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +8,7 @@ import torch
 
 from reliev3r_ns.eval import depth_metrics, pose_auc, pose_metrics, relative_pose_errors
 from reliev3r_ns.geometry import axis_angle_to_rotation, look_at, make_pose
-
-TRAIN_SCENE = dict(width=128, height=96, num_views=8, supersample=1, texture_size=256)
+from training_helpers import make_trainer, record_losses
 
 
 def orbit(V=5):
@@ -62,55 +59,6 @@ def test_depth_metrics_are_scale_invariant_and_count_inliers():
     assert metrics["depth_delta1.25"] == pytest.approx(np.mean(delta))
     assert metrics["depth_tau"] == pytest.approx(np.mean(tau))
     assert 0.0 < metrics["depth_tau"] < 1.0
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    from reliev3r_ns.data.synthetic import SyntheticSceneConfig
-    from reliev3r_ns.data.synthetic_dataset import generate_dataset
-
-    root = tmp_path_factory.mktemp("train_data")
-    config = SyntheticSceneConfig(**TRAIN_SCENE)
-    generate_dataset(root / "train", 4, seed=1, config=config, show_progress=False)
-    generate_dataset(root / "eval", 2, seed=2, config=config, show_progress=False)
-    return root
-
-
-def make_trainer(small_data: Path, tmp_path: Path, iterations: int, method: str = "reliev3r", lr: float = 3e-4, **datamanager):
-    from reliev3r_ns.method_configs.reliev3r import reliev3r_method, reliev3r_supervised_method
-
-    config = copy.deepcopy((reliev3r_method if method == "reliev3r" else reliev3r_supervised_method).config)
-    config.output_dir = tmp_path / "outputs"
-    config.max_num_iterations = iterations
-    config.steps_per_save = iterations
-    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
-    config.machine.device_type = "cpu"
-    dm = config.pipeline.datamanager
-    dm.data, dm.eval_data, dm.label_cache = small_data / "train", small_data / "eval", tmp_path / "labels"
-    dm.labels.simulated_matches.stride = 4
-    for key, value in datamanager.items():
-        setattr(dm, key, value)
-    config.optimizers["ffrm"]["scheduler"].max_steps = iterations
-    config.optimizers["ffrm"]["scheduler"].warm_up_end = min(100, iterations // 10)
-    config.optimizers["ffrm"]["optimizer"].lr = lr
-    config.set_timestamp()
-    config.save_config()  # what ns-train does before training
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    return trainer
-
-
-def record_losses(trainer):
-    losses = []
-    original = trainer.pipeline.get_train_loss_dict
-
-    def wrapped(step):
-        outputs, loss_dict, metrics = original(step)
-        losses.append(float(sum(loss_dict.values())))
-        return outputs, loss_dict, metrics
-
-    trainer.pipeline.get_train_loss_dict = wrapped
-    return losses
 
 
 def test_trainer_runs_exports_and_the_export_loads_without_nerfstudio(small_data, tmp_path):
@@ -205,3 +153,25 @@ def test_bad_data_folders_get_clear_messages(tmp_path):
     # The simulated teacher on plain images says it needs GT.
     with pytest.raises(Exception, match="GT depth"):
         setup(tmp_path / "noise")
+
+
+@pytest.mark.slow
+def test_weak_training_improves_poses_on_held_out_scenes(tmp_path):
+    """A few hundred weak-label steps on 16 synthetic scenes lift pose AUC@30 on 6 scenes never trained
+    on. The scenes are all forward walks (one trajectory family), so the model can pick up their
+    motion without a long run; the paper's claim on varied data needs the full reproduction (README)."""
+    from reliev3r_ns.data.synthetic import SyntheticSceneConfig
+    from reliev3r_ns.data.synthetic_dataset import generate_dataset
+
+    config = SyntheticSceneConfig(width=128, height=96, num_views=8, supersample=1, texture_size=256, trajectories=("forward",))
+    generate_dataset(tmp_path / "data" / "train", 16, seed=1, config=config, show_progress=False)
+    generate_dataset(tmp_path / "data" / "eval", 6, seed=2, config=config, show_progress=False)
+    trainer = make_trainer(tmp_path / "data", tmp_path, 300, lr=1e-3, clips_per_batch=1, min_views=4, max_views=4, eval_views=4)
+    before = trainer.pipeline.get_average_eval_image_metrics()
+    losses = record_losses(trainer)
+    trainer.train()
+    after = trainer.pipeline.get_average_eval_image_metrics()
+    print(f"loss {np.mean(losses[:30]):.3f} -> {np.mean(losses[-30:]):.3f}; held-out AUC@30 {before['pose_auc30']:.3f} -> {after['pose_auc30']:.3f}")
+    assert np.mean(losses[-30:]) < 0.8 * np.mean(losses[:30])
+    # Seen: loss 3.49 -> 2.14, held-out AUC@30 0.02 -> 0.45.
+    assert after["pose_auc30"] > before["pose_auc30"] + 0.2

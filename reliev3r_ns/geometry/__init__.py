@@ -4,7 +4,7 @@
 pixel convention; everything here is OpenCV (x right, y down, z forward).
 """
 
-from reliev3r_ns.geometry.align import Sim3, align_camera_centres, umeyama_alignment
+from reliev3r_ns.geometry.align import Sim3, align_cam_to_world, align_camera_centres, umeyama_alignment
 from reliev3r_ns.geometry.camera import (
     bearing_vectors,
     fov_from_intrinsics,
@@ -42,5 +42,6 @@ from reliev3r_ns.geometry.pose import (
     rotation_to_quaternion,
     transform_points,
 )
+from reliev3r_ns.geometry.splatting import Splat, splat_points
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -93,3 +93,29 @@ def align_camera_centres(
     """Sim(3) from the predicted frame to the reference frame, fitted on camera centres of
     (..., N, 4, 4) OpenCV camera-to-world poses (needs N >= 3 non-collinear centres to fix the rotation)."""
     return umeyama_alignment(cam_to_world_source[..., :3, 3], cam_to_world_target[..., :3, 3], with_scale=with_scale)
+
+
+def align_cam_to_world(cam_to_world_source: Tensor, cam_to_world_target: Tensor, scale: Optional[Tensor] = None) -> Sim3:
+    """Sim(3) from the source frame to the target frame, fitted on whole (N, 4, 4) OpenCV poses.
+
+    The rotation is the chordal mean of R_target_i R_source_i^T, so two views (or collinear centres)
+    already fix it; scale (unless given, e.g. from depth) and translation are then the least-squares
+    fit of the camera centres. Use it to show a prediction next to its reference; metrics keep
+    Umeyama on centres (the field's protocol).
+    """
+    R_src, R_dst = cam_to_world_source[..., :3, :3], cam_to_world_target[..., :3, :3]
+    U, _, Vh = torch.linalg.svd((R_dst @ R_src.transpose(-1, -2)).sum(-3))
+    D = torch.ones(*U.shape[:-2], 3, dtype=U.dtype, device=U.device)
+    D[..., 2] = torch.sign(torch.det(U @ Vh))
+    rotation = U @ (D[..., :, None] * Vh)
+    c_src, c_dst = cam_to_world_source[..., :3, 3], cam_to_world_target[..., :3, 3]
+    src_c = (c_src - c_src.mean(-2, keepdim=True)) @ rotation.transpose(-1, -2)
+    dst_c = c_dst - c_dst.mean(-2, keepdim=True)
+    spread = (src_c**2).sum((-1, -2))
+    if scale is not None:
+        scale = torch.as_tensor(scale, dtype=spread.dtype, device=spread.device).expand_as(spread)
+    else:
+        # Coincident source centres carry no scale; keep 1 rather than divide by zero.
+        scale = torch.where(spread > 1e-12, (src_c * dst_c).sum((-1, -2)) / spread.clamp_min(1e-12), torch.ones_like(spread)).clamp_min(1e-6)
+    translation = c_dst.mean(-2) - scale[..., None] * (rotation @ c_src.mean(-2)[..., None])[..., 0]
+    return Sim3(scale=scale, rotation=rotation, translation=translation)

@@ -161,8 +161,14 @@ class Reliev3rDataManager(DataManager):
 
     def eval_clip(self, index: int) -> Dict:
         """The fixed evaluation clip of held-out scene ``index`` (same views every time)."""
-        scene = self.eval_dataset.scenes[index]
-        views = self.sample_clip_views(scene, self.config.eval_views, random.Random(index))
+        return self.fixed_clip(self.eval_dataset.scenes[index], index)
+
+    def train_clip(self, index: int) -> Dict:
+        """A fixed clip of training scene ``index`` (what the viewer shows of the training data)."""
+        return self.fixed_clip(self.train_dataset.scenes[index], index)
+
+    def fixed_clip(self, scene: LoadedScene, seed: int) -> Dict:
+        views = self.sample_clip_views(scene, self.config.eval_views, random.Random(seed))
         return self.make_batch([scene], [views])
 
     def get_train_rays_per_batch(self) -> int:

@@ -17,6 +17,7 @@ import torch
 from nerfstudio.models.base_model import Model, ModelConfig
 
 from reliev3r_ns.eval import depth_metrics, pose_metrics
+from reliev3r_ns.geometry import cam_to_world_opengl_to_opencv, intrinsics_nerfstudio_to_opencv, invert_pose, splat_points, transform_points
 from reliev3r_ns.losses import GeometryPrediction, GroundTruth, Reliev3rLossConfig, WeakLabels, compute_loss
 from reliev3r_ns.model import FFRM, ModelSize, ffrm_config
 
@@ -83,7 +84,26 @@ class Reliev3rModel(Model):
 
     @torch.no_grad()
     def get_outputs_for_camera(self, camera, obb_box=None) -> Dict[str, torch.Tensor]:
-        raise NotImplementedError("rendering the predicted point cloud from a viewer camera is not implemented yet")
+        """The viewer's render: the live predicted point cloud (``render_source(width) -> points,
+        colours, splat radius``, set by the pipeline from :mod:`reliev3r_ns.viewer.live`) z-buffered
+        and splatted from a nerfstudio camera. ``depth`` is the distance along the ray,
+        as nerfstudio's other models give it, so the viewer's depth compositing lines up."""
+        source = getattr(self, "render_source", None)
+        if source is None:
+            raise RuntimeError("no point cloud to render: the pipeline sets render_source (Reliev3rPipeline does)")
+        height, width = int(camera.height[0, 0]), int(camera.width[0, 0])
+        points, colours, radius = source(width)
+        points, colours = points.to(self.device), colours.to(self.device)
+        cam_to_world = cam_to_world_opengl_to_opencv(camera.camera_to_worlds[0].float())
+        K = torch.eye(3, device=self.device)
+        K[0, 0], K[1, 1], K[0, 2], K[1, 2] = camera.fx[0, 0], camera.fy[0, 0], camera.cx[0, 0], camera.cy[0, 0]
+        K = intrinsics_nerfstudio_to_opencv(K)
+        points_cam = transform_points(invert_pose(cam_to_world), points)
+        splat = splat_points(points_cam, colours, K, height, width, radius=radius)
+        distance = points_cam.norm(dim=-1)[splat.index.clamp_min(0)]
+        far = distance[splat.mask].max() if splat.mask.any() else torch.tensor(1.0, device=self.device)
+        distance = torch.where(splat.mask, distance, far)
+        return {"rgb": splat.colour, "depth": distance[..., None], "accumulation": splat.mask.float()[..., None]}
 
     @torch.no_grad()
     def get_image_metrics_and_images(self, outputs: Dict, batch: Dict) -> Tuple[Dict[str, float], Dict[str, torch.Tensor]]:

@@ -3,20 +3,23 @@ held-out scenes reports pose and depth metrics (``ns-eval`` prints them)."""
 
 from __future__ import annotations
 
+import functools
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Literal, Optional, Type
+from typing import Callable, Dict, List, Literal, Optional, Type
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model
 from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipeline, VanillaPipelineConfig
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from reliev3r_ns.training.datamanager import Reliev3rDataManagerConfig
 from reliev3r_ns.training.model import Reliev3rModelConfig
+from reliev3r_ns.viewer.live import LiveView
 
 
 @dataclass
@@ -26,6 +29,13 @@ class Reliev3rPipelineConfig(VanillaPipelineConfig):
     model: Reliev3rModelConfig = field(default_factory=Reliev3rModelConfig)
     max_eval_scenes: int = 16
     """Held-out scenes scored by the full evaluation (one fixed clip each)."""
+    viewer_refresh_every: int = 50
+    """With the viewer on (``--vis viewer`` or ``viewer+tensorboard``): predict the shown clip again
+    every this many steps."""
+    viewer_confidence_percentile: float = 30.0
+    """Initial confidence filter of the viewer's point cloud (a slider in the viewer)."""
+    viewer_train_clips: int = 4
+    """Training scenes offered in the viewer's clip picker, besides the held-out ones."""
 
 
 class Reliev3rPipeline(VanillaPipeline):
@@ -45,9 +55,39 @@ class Reliev3rPipeline(VanillaPipeline):
         )
         self.model.to(device)
         self.world_size = world_size
+        self.live_view = LiveView(self._viewer_clips(), self._predict_for_view, config.viewer_confidence_percentile)
+        self.model.render_source = self.live_view.points_for_render
         if world_size > 1:
             self._model = typing.cast(Model, DDP(self._model, device_ids=[local_rank], find_unused_parameters=True))
             dist.barrier(device_ids=[local_rank])
+
+    def _viewer_clips(self) -> Dict[str, Callable[[], Dict]]:
+        datamanager = self.datamanager
+        clips: Dict[str, Callable[[], Dict]] = {}
+        for index, scene in enumerate((datamanager.eval_dataset.scenes if datamanager.eval_dataset else [])[: self.config.max_eval_scenes]):
+            clips[f"held-out {scene.name}"] = functools.partial(datamanager.eval_clip, index)
+        for index, scene in enumerate(datamanager.train_dataset.scenes[: self.config.viewer_train_clips]):
+            clips[f"train {scene.name}"] = functools.partial(datamanager.train_clip, index)
+        return clips
+
+    def _predict_for_view(self, batch: Dict):
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return model.ffrm(batch["images"], batch.get("intrinsics"))
+        finally:
+            model.train(was_training)
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        callbacks.append(TrainingCallback(
+            where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+            update_every_num_iters=self.config.viewer_refresh_every,
+            func=lambda step: self.live_view.on_training_step(step),
+        ))
+        return callbacks
 
     # get_train_loss_dict is VanillaPipeline's: the datamanager hands it (batch, batch).
 

@@ -1,0 +1,59 @@
+"""Shared by the training and viewer tests: small synthetic data and a Trainer built the way ns-train builds it."""
+
+import copy
+from pathlib import Path
+
+TRAIN_SCENE = dict(width=128, height=96, num_views=8, supersample=1, texture_size=256)
+
+
+def make_small_data(root: Path) -> Path:
+    """4 training and 2 held-out synthetic scenes of 8 views at 128 x 96."""
+    from reliev3r_ns.data.synthetic import SyntheticSceneConfig
+    from reliev3r_ns.data.synthetic_dataset import generate_dataset
+
+    config = SyntheticSceneConfig(**TRAIN_SCENE)
+    generate_dataset(root / "train", 4, seed=1, config=config, show_progress=False)
+    generate_dataset(root / "eval", 2, seed=2, config=config, show_progress=False)
+    return root
+
+
+def make_trainer(small_data: Path, tmp_path: Path, iterations: int, method: str = "reliev3r", lr: float = 3e-4, vis: str = "tensorboard", pipeline=None, viewer=None, **datamanager):
+    from reliev3r_ns.method_configs.reliev3r import reliev3r_method, reliev3r_supervised_method
+
+    config = copy.deepcopy((reliev3r_method if method == "reliev3r" else reliev3r_supervised_method).config)
+    config.output_dir = tmp_path / "outputs"
+    config.max_num_iterations = iterations
+    config.steps_per_save = iterations
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
+    config.machine.device_type = "cpu"
+    config.vis = vis
+    for key, value in (pipeline or {}).items():
+        setattr(config.pipeline, key, value)
+    for key, value in (viewer or {}).items():
+        setattr(config.viewer, key, value)
+    dm = config.pipeline.datamanager
+    dm.data, dm.eval_data, dm.label_cache = small_data / "train", small_data / "eval", tmp_path / "labels"
+    dm.labels.simulated_matches.stride = 4
+    for key, value in datamanager.items():
+        setattr(dm, key, value)
+    config.optimizers["ffrm"]["scheduler"].max_steps = iterations
+    config.optimizers["ffrm"]["scheduler"].warm_up_end = min(100, iterations // 10)
+    config.optimizers["ffrm"]["optimizer"].lr = lr
+    config.set_timestamp()
+    config.save_config()  # what ns-train does before training
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    return trainer
+
+
+def record_losses(trainer):
+    losses = []
+    original = trainer.pipeline.get_train_loss_dict
+
+    def wrapped(step):
+        outputs, loss_dict, metrics = original(step)
+        losses.append(float(sum(loss_dict.values())))
+        return outputs, loss_dict, metrics
+
+    trainer.pipeline.get_train_loss_dict = wrapped
+    return losses
