@@ -376,3 +376,104 @@ def test_imported_tracks_and_matches_are_ingested_validated_and_keyed(scene_dir,
     (folder / "matches.npz").unlink()
     with pytest.raises(SceneFormatError, match="tracks.npz or matches.npz"):
         Labeller(config, cache).label(open_view_set(folder))
+
+
+# ----------------------------------------------------------------------------------- kornia matchers
+
+
+def kornia_weight_files(tmp_path):
+    """Randomly initialised DISK and LightGlue-for-DISK weights saved the way their releases are (DISK
+    under 'extractor', LightGlue with the original 'self_attn.i' names), and a LoFTR checkpoint."""
+    import kornia.feature as KF
+
+    torch.manual_seed(0)
+    disk = KF.DISK()
+    torch.save({"extractor": disk.state_dict()}, tmp_path / "disk.pth")
+    glue = KF.LightGlue(features=None, **{k: v for k, v in KF.LightGlue.features["disk"].items() if k != "weights"})
+    original_names = {}
+    for key, value in glue.state_dict().items():
+        for i in range(glue.conf.n_layers):
+            for kind in ("self_attn", "cross_attn"):
+                key = key.replace(f"transformers.{i}.{kind}.", f"{kind}.{i}.")
+        original_names[key] = value
+    torch.save(original_names, tmp_path / "lightglue.pth")
+    torch.save({"state_dict": KF.LoFTR(pretrained=None).state_dict()}, tmp_path / "loftr.ckpt")
+    return tmp_path / "disk.pth", tmp_path / "lightglue.pth", tmp_path / "loftr.ckpt"
+
+
+def test_kornia_matchers_need_local_weights_and_say_which(tmp_path):
+    from reliev3r_ns.teachers.depth import TeacherError
+    from reliev3r_ns.teachers.kornia_matchers import KorniaMatcher, KorniaMatcherConfig
+
+    disk, glue, loftr = kornia_weight_files(tmp_path)
+    with pytest.raises(TeacherError, match="--kornia.detector-weights PATH"):
+        KorniaMatcher(KorniaMatcherConfig(weights=glue))
+    with pytest.raises(TeacherError, match="no such weights file.*--kornia.weights"):
+        KorniaMatcher(KorniaMatcherConfig(detector_weights=disk, weights=tmp_path / "missing.pth"))
+    with pytest.raises(TeacherError, match="do not fit the LightGlue"):
+        KorniaMatcher(KorniaMatcherConfig(detector_weights=disk, weights=loftr))
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TeacherError, match="junk.ckpt: not a readable torch checkpoint"):
+        KorniaMatcher(KorniaMatcherConfig(method="loftr", weights=tmp_path / "junk.ckpt"))
+
+
+def test_disk_lightglue_labels_a_scene_from_local_files_and_caches_by_weights(scene_dir, tmp_path):
+    from reliev3r_ns.teachers.kornia_matchers import KorniaMatcherConfig
+
+    disk, glue, _ = kornia_weight_files(tmp_path)
+    kornia = KorniaMatcherConfig(detector_weights=disk, weights=glue, resolution=96, max_keypoints=256, device="cpu")
+    config = PseudoLabelConfig(depth_teacher="simulated", matcher="kornia", kornia=kornia)
+    labeller = Labeller(config, LabelCache(tmp_path / "cache"))
+    labels = labeller.label(open_view_set(scene_dir))
+    assert len(labels.matches) == len(select_pairs(4))
+    for uv_i, uv_j, conf in labels.matches.values():  # random weights: few or no verified matches, but well-formed
+        assert uv_i.shape == uv_j.shape == (len(conf), 2) and np.isfinite(uv_i).all()
+        assert (uv_i >= -0.5).all() and (uv_i[:, 0] <= 159.5).all() and (uv_i[:, 1] <= 119.5).all()
+    again = Labeller(config, LabelCache(tmp_path / "cache"))
+    counting = Counting(again)
+    again.label(open_view_set(scene_dir))
+    assert counting.match_calls == 0  # all from the cache
+    # Other weights bytes are another matcher: nothing reused.
+    torch.save({"extractor": {k: v + 0.01 for k, v in torch.load(disk)["extractor"].items()}}, tmp_path / "disk2.pth")
+    other = Labeller(PseudoLabelConfig(depth_teacher="simulated", matcher="kornia", kornia=KorniaMatcherConfig(
+        detector_weights=tmp_path / "disk2.pth", weights=glue, resolution=96, max_keypoints=256, device="cpu")), LabelCache(tmp_path / "cache"))
+    assert other.match_key != labeller.match_key
+
+
+def test_loftr_pixels_come_back_in_the_images_own_frame(scene_dir, tmp_path):
+    """LoFTR runs on a resized image and reports pixel centres at +0.5: a stand-in network that returns
+    exact GT correspondences in that frame must come back as the GT pixels of the original images."""
+    from reliev3r_ns.geometry import scale_pixels
+    from reliev3r_ns.teachers.kornia_matchers import KorniaMatcher, KorniaMatcherConfig
+
+    _, _, loftr = kornia_weight_files(tmp_path)
+    matcher = KorniaMatcher(KorniaMatcherConfig(method="loftr", weights=loftr, resolution=80, device="cpu", ransac_threshold_px=0.5))
+    view_set = open_view_set(scene_dir)
+    scene = view_set.scene
+    i, j = 0, 1
+    a, b = matcher.features(view_set.load_image(i)), matcher.features(view_set.load_image(j))
+    assert a.image.shape[-2:] == (64, 80)  # 160 x 120 -> longest side 80, multiples of 8
+    depth = torch.from_numpy(scene.load_depths().astype(np.float64))[None]
+    K, c2w = torch.from_numpy(scene.intrinsics)[None], torch.from_numpy(scene.cam_to_world)[None]
+    v, u = np.mgrid[4:116:6, 4:156:6]
+    uv_i = torch.from_numpy(np.stack([u.ravel(), v.ravel()], -1).astype(np.float64))
+    points = lift_matches(depth, K, c2w, torch.zeros(len(uv_i), dtype=torch.long), torch.full((len(uv_i),), i), uv_i)
+    uv_j, z = project_world_points(points, K[0, j], invert_pose(c2w[0, j]))
+    inside = (z > 0) & (uv_j[:, 0] > 0) & (uv_j[:, 0] < 159) & (uv_j[:, 1] > 0) & (uv_j[:, 1] < 119)
+    uv_i, uv_j = uv_i[inside], uv_j[inside]
+    assert len(uv_i) > 50
+    to_loftr = lambda uv: scale_pixels(uv, 80 / 160, 64 / 120) + 0.5  # noqa: E731
+    matcher.loftr = lambda data: {"keypoints0": to_loftr(uv_i).float(), "keypoints1": to_loftr(uv_j).float(), "confidence": torch.ones(len(uv_i))}
+    got_i, got_j, conf = matcher.match(a, b)
+    assert len(conf) > 0.9 * len(uv_i)
+    truth = {tuple(np.round(p, 3)) : q for p, q in zip(uv_i.numpy(), uv_j.numpy())}
+    for p, q in zip(got_i, got_j):
+        np.testing.assert_allclose(q, truth[tuple(np.round(p.astype(np.float64), 3))], atol=2e-3)
+
+
+def test_pseudolabel_cli_without_kornia_weights_stops_before_any_work(scene_dir, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "reliev3r_ns.cli.pseudolabel", "--data", str(scene_dir), "--matcher", "kornia",
+                             "--workers", "2", "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "--kornia.detector-weights PATH" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "cache" / "matches").exists()

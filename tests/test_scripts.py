@@ -2,7 +2,10 @@
 beyond being well-formed: the claim itself needs the full runs recorded in the README)."""
 
 import importlib.util
+import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +39,24 @@ def test_bench_vs_colmap_quick(capsys):
     assert len(rows) == 1 and rows[0]["ffrm_s"] > 0 and rows[0]["colmap_s"] > 0
     assert 0.0 <= rows[0]["ffrm"]["pose_auc30"] <= 1.0
     assert "COLMAP took" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_training_quick(tmp_path):
+    # A subprocess, as people run it: its measurements run in spawned processes that import the script.
+    result = subprocess.run([sys.executable, str(SCRIPTS / "bench_training.py"), "--quick", "--json", str(tmp_path / "rows.json")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["views_per_s"] > 0 and rows[0]["peak_MiB"] > 0 and 0 < rows[0]["batching_share"] < 1
+    assert "views / s" in result.stdout
+
+
+@pytest.mark.slow
+def test_viewer_snapshot_writes_a_picture(tmp_path, small_data):
+    from PIL import Image
+
+    path = load("viewer_snapshot").main(["--data", str(small_data / "train"), "--iterations", "4", "--panels", "2",
+                                         "--output", str(tmp_path / "snapshot.png"), "--output-dir", str(tmp_path / "outputs")])
+    image = Image.open(path)
+    assert image.width == 2 * image.height * 4 // 3  # one overview panel and the view / render pair

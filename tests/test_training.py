@@ -175,3 +175,59 @@ def test_weak_training_improves_poses_on_held_out_scenes(tmp_path):
     assert np.mean(losses[-30:]) < 0.8 * np.mean(losses[:30])
     # Seen: loss 3.49 -> 2.14, held-out AUC@30 0.02 -> 0.45.
     assert after["pose_auc30"] > before["pose_auc30"] + 0.2
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_keeps_the_replicas_identical(small_data, tmp_path):
+    """--machine.num-devices N goes through nerfstudio's Trainer and our pipeline's DDP wrap; here two
+    gloo processes on the CPU (nerfstudio's launcher itself insists on CUDA): each rank trains on
+    its own clips and the gradients are averaged, so both end with the same weights."""
+    import torch.multiprocessing as mp
+
+    from training_helpers import ddp_worker
+
+    iterations = 3
+    mp.spawn(ddp_worker, args=(2, str(tmp_path / "init"), small_data, tmp_path, iterations), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert len(ranks[0]["clips"]) == len(ranks[1]["clips"]) == iterations
+    assert ranks[0]["clips"] != ranks[1]["clips"]  # different data per rank
+    for key, value in ranks[0]["weights"].items():
+        torch.testing.assert_close(value, ranks[1]["weights"][key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_bf16_autocast_runs_the_network_in_bf16_and_the_geometry_in_float32(small_data, tmp_path):
+    trainer = make_trainer(small_data, tmp_path, 2, model=dict(bf16=True), clips_per_batch=1, max_views=3)
+    model = trainer.pipeline.model
+    seen = []
+    first_linear = next(m for m in model.ffrm.backbone.modules() if isinstance(m, torch.nn.Linear))
+    first_linear.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    batch, _ = trainer.pipeline.datamanager.next_train(0)
+    outputs = model(batch)
+    loss = model.get_loss_dict(outputs, batch)["loss"]
+    loss.backward()
+    p = outputs["prediction"]
+    assert seen == [torch.bfloat16]
+    assert {t.dtype for t in (p.depth, p.confidence, p.cam_to_world, p.intrinsics, p.world_points, loss)} == {torch.float32}
+    assert torch.isfinite(loss) and all(torch.isfinite(q.grad).all() for q in model.ffrm.parameters() if q.grad is not None)
+    trainer.train()
+
+
+def test_label_workers_fill_the_cache_with_the_same_labels(small_data, tmp_path):
+    from reliev3r_ns.labels import PseudoLabelConfig
+    from reliev3r_ns.training.datamanager import Reliev3rDataManagerConfig
+
+    def setup(cache, workers):
+        labels = PseudoLabelConfig(depth_teacher="simulated", matcher="sift")
+        config = Reliev3rDataManagerConfig(data=small_data / "train", eval_data=small_data / "eval", label_cache=cache,
+                                           labels=labels, label_workers=workers)
+        return config.setup(device="cpu")
+
+    with_workers = setup(tmp_path / "parallel", 2)
+    assert len(list((tmp_path / "parallel" / "matches").rglob("*.npz"))) > 0
+    in_process = setup(tmp_path / "serial", 0)
+    for a, b in zip(with_workers.train_dataset.scenes + with_workers.eval_dataset.scenes, in_process.train_dataset.scenes + in_process.eval_dataset.scenes):
+        torch.testing.assert_close(a.teacher, b.teacher)
+        assert a.matches.keys() == b.matches.keys()
+        for pair in a.matches:
+            for x, y in zip(a.matches[pair], b.matches[pair]):
+                torch.testing.assert_close(x, y)

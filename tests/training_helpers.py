@@ -17,7 +17,8 @@ def make_small_data(root: Path) -> Path:
     return root
 
 
-def make_trainer(small_data: Path, tmp_path: Path, iterations: int, method: str = "reliev3r", lr: float = 3e-4, vis: str = "tensorboard", pipeline=None, viewer=None, **datamanager):
+def make_trainer(small_data: Path, tmp_path: Path, iterations: int, method: str = "reliev3r", lr: float = 3e-4, vis: str = "tensorboard", pipeline=None, viewer=None,
+                 model=None, local_rank: int = 0, world_size: int = 1, **datamanager):
     from reliev3r_ns.method_configs.reliev3r import reliev3r_method, reliev3r_supervised_method
 
     config = copy.deepcopy((reliev3r_method if method == "reliev3r" else reliev3r_supervised_method).config)
@@ -31,8 +32,11 @@ def make_trainer(small_data: Path, tmp_path: Path, iterations: int, method: str 
         setattr(config.pipeline, key, value)
     for key, value in (viewer or {}).items():
         setattr(config.viewer, key, value)
+    for key, value in (model or {}).items():
+        setattr(config.pipeline.model, key, value)
     dm = config.pipeline.datamanager
-    dm.data, dm.eval_data, dm.label_cache = small_data / "train", small_data / "eval", tmp_path / "labels"
+    # Labels are content-addressed, so one cache per data folder serves every test that trains on it.
+    dm.data, dm.eval_data, dm.label_cache = small_data / "train", small_data / "eval", small_data / "label_cache"
     dm.labels.simulated_matches.stride = 4
     for key, value in datamanager.items():
         setattr(dm, key, value)
@@ -41,7 +45,7 @@ def make_trainer(small_data: Path, tmp_path: Path, iterations: int, method: str 
     config.optimizers["ffrm"]["optimizer"].lr = lr
     config.set_timestamp()
     config.save_config()  # what ns-train does before training
-    trainer = config.setup(local_rank=0, world_size=1)
+    trainer = config.setup(local_rank=local_rank, world_size=world_size)
     trainer.setup()
     return trainer
 
@@ -57,3 +61,31 @@ def record_losses(trainer):
 
     trainer.pipeline.get_train_loss_dict = wrapped
     return losses
+
+
+def ddp_worker(rank: int, world_size: int, init_file: str, data: Path, out: Path, iterations: int) -> None:
+    """One process of a CPU (gloo) DDP run through nerfstudio's Trainer, set up the way ns-train's
+    distributed worker sets it up; writes the final FFRM weights and the clips it trained on."""
+    import torch
+    import torch.distributed as dist
+    from nerfstudio.utils import comms
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    comms.LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
+    try:
+        trainer = make_trainer(data, out / f"rank{rank}", iterations, local_rank=rank, world_size=world_size, clips_per_batch=1, max_views=3)
+        clips = []
+        original = trainer.pipeline.datamanager.next_train
+
+        def recording(step):
+            batch, same = original(step)
+            clips.append((tuple(batch["scene_names"]), batch["images"].sum().item()))
+            return batch, same
+
+        trainer.pipeline.datamanager.next_train = recording
+        trainer.train()
+        weights = {k: v.detach().clone() for k, v in trainer.pipeline.model.ffrm.state_dict().items()}
+        torch.save({"weights": weights, "clips": clips}, out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()

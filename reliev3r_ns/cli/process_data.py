@@ -32,7 +32,7 @@ from reliev3r_ns.model import FFRM, resolve_device
 from reliev3r_ns.process.dataset import DatasetWriterConfig, write_dataset
 from reliev3r_ns.process.reconstruct import ReconstructionConfig, default_resolution, focal_spread, reconstruct
 from reliev3r_ns.process.refine import RefineConfig, refine
-from reliev3r_ns.teachers.depth import DepthTeacherError
+from reliev3r_ns.teachers.depth import TeacherError
 
 CONSOLE = Console(stderr=True)
 
@@ -152,7 +152,7 @@ Commands = Union[
 
 
 def entrypoint() -> None:
-    run_cli(Commands, __doc__, (FileNotFoundError, FileExistsError, SceneFormatError, DepthTeacherError, ValueError, FloatingPointError))
+    run_cli(Commands, __doc__, (FileNotFoundError, FileExistsError, SceneFormatError, TeacherError, ValueError, FloatingPointError))
 
 
 if __name__ == "__main__":

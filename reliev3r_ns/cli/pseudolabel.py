@@ -23,7 +23,9 @@ import tyro
 from reliev3r_ns.data.scene_io import SceneFormatError
 from reliev3r_ns.data.synthetic_dataset import cache_dir
 from reliev3r_ns.labels import LabelCache, Labeller, PairSelectionConfig, PseudoLabelConfig, discover_view_sets, open_view_set
-from reliev3r_ns.teachers.depth import DepthTeacherError, TransformersDepthTeacherConfig
+from reliev3r_ns.teachers.depth import TeacherError, TransformersDepthTeacherConfig
+from reliev3r_ns.teachers.imported import ImportedMatcherConfig
+from reliev3r_ns.teachers.kornia_matchers import KorniaMatcherConfig
 from reliev3r_ns.teachers.sift import SiftMatcherConfig
 from reliev3r_ns.teachers.simulated import SimulatedDepthTeacherConfig, SimulatedMatcherConfig
 
@@ -46,9 +48,13 @@ class PseudoLabel:
     """What the depth model predicts; inferred for Depth Anything / Depth Pro / ZoeDepth / DPT."""
     device: str = "auto"
     batch_size: int = 4
-    matcher: Literal["sift", "simulated"] = "sift"
-    """'simulated': GT correspondences with noise and outliers (synthetic scenes; experiments and tests only)."""
+    matcher: Literal["sift", "kornia", "imported", "simulated"] = "sift"
+    """'kornia': DISK + LightGlue or LoFTR from local weight files (--kornia.method, --kornia.weights, ...).
+    'imported': tracks.npz / matches.npz beside each scene's images (e.g. CoTracker).
+    'simulated': GT correspondences with noise and outliers (synthetic scenes; experiments and tests only)."""
     sift: SiftMatcherConfig = field(default_factory=SiftMatcherConfig)
+    kornia: KorniaMatcherConfig = field(default_factory=KorniaMatcherConfig)
+    imported: ImportedMatcherConfig = field(default_factory=ImportedMatcherConfig)
     simulated_matches: SimulatedMatcherConfig = field(default_factory=SimulatedMatcherConfig)
     pairs: PairSelectionConfig = field(default_factory=PairSelectionConfig)
     simulated: SimulatedDepthTeacherConfig = field(default_factory=SimulatedDepthTeacherConfig)
@@ -62,6 +68,8 @@ class PseudoLabel:
             simulated=self.simulated,
             matcher=self.matcher,
             sift=self.sift,
+            kornia=self.kornia,
+            imported=self.imported,
             simulated_matches=self.simulated_matches,
             pairs=self.pairs,
         )
@@ -83,7 +91,7 @@ def _label_one(scene: Path, labeller: Optional[Labeller] = None, progress=None) 
             labels = labeller.label(open_view_set(scene), progress)
         notes = "; ".join(str(w.message) for w in caught)
         return scene, "ok", f"{len(labels.teacher)} views, {len(labels.pairs)} pairs, {labels.num_matches} matches" + (f" ({notes})" if notes else "")
-    except (SceneFormatError, DepthTeacherError, ValueError) as error:
+    except (SceneFormatError, TeacherError, ValueError) as error:
         return scene, "failed", str(error)
 
 
@@ -109,6 +117,7 @@ def run(command: PseudoLabel) -> int:
                 results.append(_label_one(scene, labeller, lambda done, total: progress.update(items, completed=done, total=total)))
                 progress.advance(scenes_task)
         else:
+            config.build_matcher()  # a matcher that cannot be built fails here, with its message, not in every worker
             context = get_context("spawn")  # teachers may hold CUDA / OpenMP state that fork would copy
             with ProcessPoolExecutor(command.workers, mp_context=context, initializer=_init_worker, initargs=(config, root)) as pool:
                 futures = [pool.submit(_label_one, scene) for scene in scenes]
@@ -132,7 +141,7 @@ def entrypoint() -> None:
     command = tyro.cli(PseudoLabel, description=__doc__)
     try:
         sys.exit(run(command))
-    except (SceneFormatError, DepthTeacherError) as error:
+    except (SceneFormatError, TeacherError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -25,6 +25,7 @@ from reliev3r_ns.teachers.depth import (
     TransformersDepthTeacherConfig,
 )
 from reliev3r_ns.teachers.imported import ImportedMatcher, ImportedMatcherConfig
+from reliev3r_ns.teachers.kornia_matchers import KorniaMatcherConfig
 from reliev3r_ns.teachers.sift import SiftMatcher, SiftMatcherConfig
 from reliev3r_ns.teachers.simulated import SimulatedDepthTeacherConfig, SimulatedMatcher, SimulatedMatcherConfig
 
@@ -38,10 +39,12 @@ class PseudoLabelConfig:
     transformers: TransformersDepthTeacherConfig = field(default_factory=TransformersDepthTeacherConfig)
     simulated: SimulatedDepthTeacherConfig = field(default_factory=SimulatedDepthTeacherConfig)
     simulated_seed: int = 0
-    matcher: Literal["sift", "imported", "simulated"] = "sift"
-    """'imported': tracks.npz / matches.npz made elsewhere (e.g. CoTracker), see teachers/imported.py.
+    matcher: Literal["sift", "kornia", "imported", "simulated"] = "sift"
+    """'kornia': DISK + LightGlue or LoFTR from local weight files (see --kornia.*, teachers/kornia_matchers.py).
+    'imported': tracks.npz / matches.npz made elsewhere (e.g. CoTracker), see teachers/imported.py.
     'simulated': GT correspondences with noise and outliers (synthetic scenes; experiments and tests only)."""
     sift: SiftMatcherConfig = field(default_factory=SiftMatcherConfig)
+    kornia: KorniaMatcherConfig = field(default_factory=KorniaMatcherConfig)
     imported: ImportedMatcherConfig = field(default_factory=ImportedMatcherConfig)
     simulated_matches: SimulatedMatcherConfig = field(default_factory=SimulatedMatcherConfig)
     pairs: PairSelectionConfig = field(default_factory=PairSelectionConfig)
@@ -56,6 +59,10 @@ class PseudoLabelConfig:
             return SimulatedMatcher(self.simulated_matches)
         if self.matcher == "imported":
             return ImportedMatcher(self.imported)
+        if self.matcher == "kornia":
+            from reliev3r_ns.teachers.kornia_matchers import KorniaMatcher
+
+            return KorniaMatcher(self.kornia)
         return SiftMatcher(self.sift)
 
 

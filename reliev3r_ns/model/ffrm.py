@@ -170,6 +170,8 @@ class FFRM(nn.Module):
         rotation, translation, fov_x = self.camera_head(tokens)
 
         with torch.autocast(device_type=images.device.type, enabled=False):  # geometry in fp32
+            depth, confidence = depth.float(), confidence.float()
+            rotation, translation, fov_x = rotation.float(), translation.float(), fov_x.float()
             cam_to_world = make_pose(rotation, translation)  # (B, V, 4, 4)
             if self.config.reference == "first":
                 # Express every camera in view 0's frame; view 0 is exactly the identity.
@@ -178,7 +180,11 @@ class FFRM(nn.Module):
                 cam_to_world = torch.cat([identity, relative], dim=1)
             if intrinsics is None:
                 intrinsics = intrinsics_from_fov(fov_x, W, H)
-            intrinsics = intrinsics.to(depth.dtype)
+            else:
+                # Unused with known intrinsics: cut it from the graph, or DDP (find_unused_parameters)
+                # waits for gradients of the field-of-view layer that never come.
+                fov_x = fov_x.detach()
+            intrinsics = intrinsics.float()
             world_points = unproject_depth_to_world(depth, intrinsics, cam_to_world)
         return Prediction(cam_to_world, intrinsics, depth, confidence, world_points, fov_x)
 

@@ -32,7 +32,11 @@ Space = Literal["depth", "disparity"]
 KNOWN_SPACES: Dict[str, Space] = {"depth_pro": "depth", "zoedepth": "depth", "dpt": "disparity", "glpn": "depth"}
 
 
-class DepthTeacherError(RuntimeError):
+class TeacherError(RuntimeError):
+    """A teacher (depth model or matcher) cannot run: missing or unfit weights, a bad output."""
+
+
+class DepthTeacherError(TeacherError):
     pass
 
 

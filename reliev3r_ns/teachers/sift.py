@@ -71,15 +71,28 @@ def match_sift(a: SiftFeatures, b: SiftFeatures, config: SiftMatcherConfig = Sif
     if len(ia) < config.min_matches:
         return empty
     uv_a, uv_b, conf = a.keypoints[ia], b.keypoints[ib], np.asarray(conf, np.float32)
-    _, inliers = cv2.findFundamentalMat(uv_a, uv_b, cv2.USAC_MAGSAC, config.ransac_threshold_px, 0.999, 10000)
+    return verify_matches(uv_a, uv_b, conf, config.ransac_threshold_px, config.min_matches, config.max_matches_per_pair)
+
+
+def verify_matches(uv_a: np.ndarray, uv_b: np.ndarray, conf: np.ndarray, ransac_threshold_px: float, min_matches: int,
+                   max_matches: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep the MAGSAC inliers of a fundamental matrix, the most confident ``max_matches`` of them;
+    nothing at all when fewer than ``min_matches`` candidates or inliers (every matcher shares this)."""
+    import cv2
+
+    empty = (np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32), np.zeros(0, np.float32))
+    if len(conf) < max(min_matches, 8):
+        return empty
+    uv_a, uv_b = np.ascontiguousarray(uv_a, np.float32), np.ascontiguousarray(uv_b, np.float32)
+    _, inliers = cv2.findFundamentalMat(uv_a, uv_b, cv2.USAC_MAGSAC, ransac_threshold_px, 0.999, 10000)
     if inliers is None:
         return empty
     keep = inliers.ravel().astype(bool)
-    if keep.sum() < config.min_matches:
+    if keep.sum() < min_matches:
         return empty
     uv_a, uv_b, conf = uv_a[keep], uv_b[keep], conf[keep]
-    if len(conf) > config.max_matches_per_pair:
-        top = np.argsort(-conf)[: config.max_matches_per_pair]
+    if len(conf) > max_matches:
+        top = np.argsort(-conf)[:max_matches]
         uv_a, uv_b, conf = uv_a[top], uv_b[top], conf[top]
     return uv_a, uv_b, conf
 

@@ -69,6 +69,10 @@ class Reliev3rDataManagerConfig(DataManagerConfig):
     --pipeline.datamanager.labels.transformers.model PATH --pipeline.datamanager.labels.matcher sift``."""
     label_cache: Optional[Path] = None
     """Label cache root (default <cache>/labels)."""
+    label_workers: int = 0
+    """Worker processes that compute missing labels before training starts (as ``reliev3r-pseudolabel
+    --workers``); 0 computes them in this process. Batches need none: clips are assembled from
+    tensors already in memory (``scripts/bench_training.py`` prints the share of a step it takes)."""
     use_known_intrinsics: bool = True
     """Give the model the scenes' intrinsics (Reliev3R assumes them known) when they have them."""
     seed: int = 0
@@ -86,6 +90,8 @@ class Reliev3rDataManager(DataManager):
         from reliev3r_ns.cli.pseudolabel import default_label_cache
 
         self.labeller = Labeller(config.labels, LabelCache(config.label_cache or default_label_cache()))
+        if config.label_workers > 0 and local_rank == 0:
+            self._label_in_workers(train_dirs + eval_dirs)
         self.train_dataset = SceneCollection(self._load(train_dirs, "train"))
         self.eval_dataset = SceneCollection(self._load(eval_dirs, "eval")) if eval_dirs else None
         if not self.train_dataset.scenes:
@@ -112,6 +118,22 @@ class Reliev3rDataManager(DataManager):
         if n_eval == 0 or len(scenes) - n_eval < 1:
             return scenes, []
         return scenes[:-n_eval], scenes[-n_eval:]
+
+    def _label_in_workers(self, folders: List[Path]) -> None:
+        """Fill the label cache for every scene with a process pool; failures surface (with the
+        scene's name) when the scene is loaded below, exactly as without workers."""
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from multiprocessing import get_context
+
+        from reliev3r_ns.cli.pseudolabel import _init_worker, _label_one
+
+        cache_root = self.labeller.cache.root
+        # spawn: teachers may hold CUDA / OpenMP state that fork would copy.
+        with ProcessPoolExecutor(self.config.label_workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                 initargs=(self.config.labels, cache_root)) as pool:
+            futures = [pool.submit(_label_one, folder) for folder in folders]
+            for future in track(as_completed(futures), total=len(futures), description="labelling scenes", console=CONSOLE, transient=True):
+                future.result()
 
     def _load(self, folders: List[Path], split: str) -> List[LoadedScene]:
         loaded = []

@@ -31,6 +31,10 @@ class Reliev3rModelConfig(ModelConfig):
     reference: Literal["none", "first"] = "none"
     """'none': pi3-style permutation-equivariant (Reliev3R); 'first': VGGT-style reference view."""
     gradient_checkpointing: bool = False
+    bf16: bool = False
+    """Run the network under bf16 autocast (GPUs from Ampere on); poses, depth, geometry and losses
+    stay float32. nerfstudio's own ``--mixed-precision`` is fp16 with a grad scaler, which this
+    replaces for transformers."""
     loss: Reliev3rLossConfig = field(default_factory=Reliev3rLossConfig)
 
 
@@ -45,7 +49,9 @@ class Reliev3rModel(Model):
         return {"ffrm": list(self.ffrm.parameters())}
 
     def get_outputs(self, batch: Dict) -> Dict:
-        prediction = self.ffrm(batch["images"], batch.get("intrinsics"))
+        images = batch["images"]
+        with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
+            prediction = self.ffrm(images, batch.get("intrinsics"))
         return {"prediction": prediction}
 
     def _geometry(self, outputs: Dict) -> GeometryPrediction:

@@ -58,8 +58,10 @@ class Reliev3rPipeline(VanillaPipeline):
         self.live_view = LiveView(self._viewer_clips(), self._predict_for_view, config.viewer_confidence_percentile)
         self.model.render_source = self.live_view.points_for_render
         if world_size > 1:
-            self._model = typing.cast(Model, DDP(self._model, device_ids=[local_rank], find_unused_parameters=True))
-            dist.barrier(device_ids=[local_rank])
+            # nerfstudio's own pattern, made to work with CPU (gloo) processes too: device_ids only for CUDA.
+            on_cuda = torch.device(device).type == "cuda"
+            self._model = typing.cast(Model, DDP(self._model, device_ids=[local_rank] if on_cuda else None, find_unused_parameters=True))
+            dist.barrier(device_ids=[local_rank] if on_cuda else None)
 
     def _viewer_clips(self) -> Dict[str, Callable[[], Dict]]:
         datamanager = self.datamanager
