@@ -15,19 +15,12 @@ from __future__ import annotations
 import argparse
 import copy
 import io
-import socket
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_trainer(args, port: int):
@@ -65,7 +58,7 @@ def main(argv=None) -> Path:
     args = parser.parse_args(argv)
 
     from reliev3r_ns.geometry import rotation_to_quaternion
-    from reliev3r_ns.viewer.client import HeadlessViserClient
+    from reliev3r_ns.viewer.client import HeadlessViserClient, free_port
     from reliev3r_ns.viewer.live import VISER_SCALE
     from reliev3r_ns.viewer.snapshot import draw_scene, frusta_from_messages
 

@@ -2,7 +2,6 @@
 client speaking viser's wire format), the GUI controls, and the model's render of the cloud."""
 
 import io
-import socket
 
 import numpy as np
 import pytest
@@ -78,14 +77,8 @@ def test_live_cloud_display_frames():
     assert points.shape[0] == colours.shape[0] == pytest.approx(0.25 * depth.numel(), abs=2)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_training_with_the_viewer_publishes_and_refreshes_the_live_prediction(small_data, tmp_path):
-    from reliev3r_ns.viewer.client import HeadlessViserClient
+    from reliev3r_ns.viewer.client import HeadlessViserClient, free_port
 
     port = free_port()
     trainer = make_trainer(

@@ -78,7 +78,7 @@ class Reliev3rPipeline(VanillaPipeline):
         model.eval()
         try:
             with torch.no_grad():
-                return model.ffrm(batch["images"], batch.get("intrinsics"))
+                return model.get_outputs(batch)["prediction"]  # the training forward (bf16 autocast included)
         finally:
             model.train(was_training)
 

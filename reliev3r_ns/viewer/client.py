@@ -8,6 +8,7 @@ nodes by name, GUI elements, and the background images the viewer renders for th
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
@@ -16,6 +17,13 @@ import msgspec
 import numpy as np
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
+
+
+def free_port() -> int:
+    """A TCP port free on this machine right now (for a viewer the client will connect to)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class HeadlessViserClient:
