@@ -15,15 +15,12 @@ from training_helpers import make_trainer
 
 
 def nerfstudio_camera(cam_to_world_opencv, K_opencv, height, width):
+    """The camera as nerfstudio would read it from our transforms.json."""
     from nerfstudio.cameras.cameras import Cameras
 
-    K = G.intrinsics_opencv_to_nerfstudio(K_opencv)
-    return Cameras(
-        camera_to_worlds=G.cam_to_world_opencv_to_opengl(cam_to_world_opencv)[None, :3, :].float(),
-        fx=K[0, 0].reshape(1, 1).float(), fy=K[1, 1].reshape(1, 1).float(),
-        cx=K[0, 2].reshape(1, 1).float(), cy=K[1, 2].reshape(1, 1).float(),
-        height=torch.tensor([[height]]), width=torch.tensor([[width]]),
-    )
+    frame = G.frame_to_transforms_json(cam_to_world_opencv.numpy(), K_opencv.numpy(), width, height)
+    return Cameras(camera_to_worlds=torch.tensor(frame["transform_matrix"], dtype=torch.float32)[None, :3],
+                   fx=frame["fl_x"], fy=frame["fl_y"], cx=frame["cx"], cy=frame["cy"], width=width, height=height)
 
 
 def test_viewer_scale_matches_nerfstudio():

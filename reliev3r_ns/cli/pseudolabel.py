@@ -11,10 +11,7 @@ scene is reported and skipped; the others are labelled; the exit code is 1 if an
 from __future__ import annotations
 
 import sys
-import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import List, Literal, Optional, Tuple
 
@@ -22,7 +19,9 @@ import tyro
 
 from reliev3r_ns.data.scene_io import SceneFormatError
 from reliev3r_ns.data.synthetic_dataset import cache_dir
-from reliev3r_ns.labels import LabelCache, Labeller, PairSelectionConfig, PseudoLabelConfig, discover_view_sets, open_view_set
+from reliev3r_ns.labels import LabelCache, Labeller, PairSelectionConfig, PseudoLabelConfig, discover_view_sets
+from reliev3r_ns.labels.pipeline import MatcherName
+from reliev3r_ns.labels.workers import label_in_processes, label_scene
 from reliev3r_ns.teachers.depth import TeacherError, TransformersDepthTeacherConfig
 from reliev3r_ns.teachers.imported import ImportedMatcherConfig
 from reliev3r_ns.teachers.kornia_matchers import KorniaMatcherConfig
@@ -48,7 +47,7 @@ class PseudoLabel:
     """What the depth model predicts; inferred for Depth Anything / Depth Pro / ZoeDepth / DPT."""
     device: str = "auto"
     batch_size: int = 4
-    matcher: Literal["sift", "kornia", "imported", "simulated"] = "sift"
+    matcher: MatcherName = "sift"
     """'kornia': DISK + LightGlue or LoFTR from local weight files (--kornia.method, --kornia.weights, ...).
     'imported': tracks.npz / matches.npz beside each scene's images (e.g. CoTracker).
     'simulated': GT correspondences with noise and outliers (synthetic scenes; experiments and tests only)."""
@@ -75,26 +74,6 @@ class PseudoLabel:
         )
 
 
-_WORKER: Optional[Labeller] = None
-
-
-def _init_worker(config: PseudoLabelConfig, root: Path) -> None:
-    global _WORKER
-    _WORKER = Labeller(config, LabelCache(root))
-
-
-def _label_one(scene: Path, labeller: Optional[Labeller] = None, progress=None) -> Tuple[Path, str, str]:
-    labeller = labeller or _WORKER
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            labels = labeller.label(open_view_set(scene), progress)
-        notes = "; ".join(str(w.message) for w in caught)
-        return scene, "ok", f"{len(labels.teacher)} views, {len(labels.pairs)} pairs, {labels.num_matches} matches" + (f" ({notes})" if notes else "")
-    except (SceneFormatError, TeacherError, ValueError) as error:
-        return scene, "failed", str(error)
-
-
 def run(command: PseudoLabel) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -114,16 +93,12 @@ def run(command: PseudoLabel) -> int:
             items = progress.add_task("labels", total=1)
             for scene in scenes:
                 progress.update(items, description=f"  {scene.name}", completed=0)
-                results.append(_label_one(scene, labeller, lambda done, total: progress.update(items, completed=done, total=total)))
+                results.append(label_scene(scene, labeller, lambda done, total: progress.update(items, completed=done, total=total)))
                 progress.advance(scenes_task)
         else:
-            config.build_matcher()  # a matcher that cannot be built fails here, with its message, not in every worker
-            context = get_context("spawn")  # teachers may hold CUDA / OpenMP state that fork would copy
-            with ProcessPoolExecutor(command.workers, mp_context=context, initializer=_init_worker, initargs=(config, root)) as pool:
-                futures = [pool.submit(_label_one, scene) for scene in scenes]
-                for future in as_completed(futures):
-                    results.append(future.result())
-                    progress.advance(scenes_task)
+            for result in label_in_processes(config, root, scenes, command.workers):
+                results.append(result)
+                progress.advance(scenes_task)
 
     failed = [r for r in results if r[1] != "ok"]
     table = Table(title="pseudo-labels")

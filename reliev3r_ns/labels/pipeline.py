@@ -30,6 +30,9 @@ from reliev3r_ns.teachers.sift import SiftMatcher, SiftMatcherConfig
 from reliev3r_ns.teachers.simulated import SimulatedDepthTeacherConfig, SimulatedMatcher, SimulatedMatcherConfig
 
 
+MatcherName = Literal["sift", "kornia", "imported", "simulated"]
+
+
 @dataclass
 class PseudoLabelConfig:
     """Which teachers make the weak labels (and so which cache entries are used)."""
@@ -39,7 +42,7 @@ class PseudoLabelConfig:
     transformers: TransformersDepthTeacherConfig = field(default_factory=TransformersDepthTeacherConfig)
     simulated: SimulatedDepthTeacherConfig = field(default_factory=SimulatedDepthTeacherConfig)
     simulated_seed: int = 0
-    matcher: Literal["sift", "kornia", "imported", "simulated"] = "sift"
+    matcher: MatcherName = "sift"
     """'kornia': DISK + LightGlue or LoFTR from local weight files (see --kornia.*, teachers/kornia_matchers.py).
     'imported': tracks.npz / matches.npz made elsewhere (e.g. CoTracker), see teachers/imported.py.
     'simulated': GT correspondences with noise and outliers (synthetic scenes; experiments and tests only)."""

@@ -122,18 +122,11 @@ class Reliev3rDataManager(DataManager):
     def _label_in_workers(self, folders: List[Path]) -> None:
         """Fill the label cache for every scene with a process pool; failures surface (with the
         scene's name) when the scene is loaded below, exactly as without workers."""
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from multiprocessing import get_context
+        from reliev3r_ns.labels.workers import label_in_processes
 
-        from reliev3r_ns.cli.pseudolabel import _init_worker, _label_one
-
-        cache_root = self.labeller.cache.root
-        # spawn: teachers may hold CUDA / OpenMP state that fork would copy.
-        with ProcessPoolExecutor(self.config.label_workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                 initargs=(self.config.labels, cache_root)) as pool:
-            futures = [pool.submit(_label_one, folder) for folder in folders]
-            for future in track(as_completed(futures), total=len(futures), description="labelling scenes", console=CONSOLE, transient=True):
-                future.result()
+        results = label_in_processes(self.config.labels, self.labeller.cache.root, folders, self.config.label_workers)
+        for _ in track(results, total=len(folders), description="labelling scenes", console=CONSOLE, transient=True):
+            pass
 
     def _load(self, folders: List[Path], split: str) -> List[LoadedScene]:
         loaded = []
