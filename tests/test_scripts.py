@@ -33,6 +33,24 @@ def test_reproduce_weak_vs_full_quick(capsys, tmp_path):
 
 
 @pytest.mark.slow
+def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path):
+    # A subprocess, as people run it: with --jobs the variants train in spawned processes that import the script.
+    from reliev3r_ns.model.ffrm import FFRM
+
+    result = subprocess.run([sys.executable, str(SCRIPTS / "reproduce_weak_vs_full.py"), "--quick", "--jobs", "2",
+                             "--checkpoints", str(tmp_path / "ckpt"), "--output", str(tmp_path / "r.json")],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert [r["variant"] for r in results] == ["weak", "full"]
+    assert results[0]["initial"] is not None and results[1]["initial"] is None
+    assert "2 variants at a time" in result.stdout and "| weak |" in result.stdout
+    for variant in ("weak", "full"):
+        model = FFRM.from_checkpoint(tmp_path / "ckpt" / f"{variant}.pt")
+        assert model.num_parameters() > 0
+
+
+@pytest.mark.slow
 def test_bench_vs_colmap_quick(capsys):
     pytest.importorskip("pycolmap")
     rows = load("bench_vs_colmap").main(["--quick"])
