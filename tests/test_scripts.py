@@ -4,8 +4,10 @@ beyond being well-formed: the claim itself needs the full runs recorded in the R
 import importlib.util
 import json
 import math
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,49 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path):
     for variant in ("weak", "full"):
         model = FFRM.from_checkpoint(tmp_path / "ckpt" / f"{variant}.pt")
         assert model.num_parameters() > 0
+
+
+def _spawned_workers(pid: int) -> list:
+    """Pids of the multiprocessing spawn workers among a process's children (Linux /proc)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if not children.exists():
+        return []
+    pids = [int(c) for c in children.read_text().split()]
+    return [c for c in pids if b"spawn_main" in _read(f"/proc/{c}/cmdline")]
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    stat = _read(f"/proc/{pid}/stat")
+    return bool(stat) and stat.rsplit(b")", 1)[1].split()[0] != b"Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from Linux /proc")
+def test_reproduce_jobs_end_with_the_script_when_it_is_killed():
+    # A kill of the script (SIGTERM, as a scheduler or `kill` sends) must not leave its training workers running on.
+    process = subprocess.Popen([sys.executable, str(SCRIPTS / "reproduce_weak_vs_full.py"), "--quick", "--jobs", "2", "--iterations", "100000"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while len(workers := _spawned_workers(process.pid)) < 2 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.5)
+        assert len(workers) == 2, "the two variant workers never started"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) != 0
+        deadline = time.monotonic() + 60
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not any(_alive(w) for w in workers), "variant workers outlived the killed script"
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 @pytest.mark.slow
