@@ -21,6 +21,7 @@ each variant, and weak / full ratios. Variants:
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import json
 import multiprocessing
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -38,6 +40,8 @@ import torch
 VARIANTS = ["weak", "full", "no-depth", "no-reprojection", "pixel-reprojection", "shift-unaware"]
 COLUMNS = [("pointmap_rel", "pm rel"), ("pointmap_tau", "pm tau"), ("ate_normalised", "ATE"), ("pose_auc30", "AUC@30"),
            ("depth_abs_rel", "depth rel"), ("depth_tau", "depth tau")]
+FIT_COLUMNS = [("pose_auc30", "AUC@30"), ("rotation_error_deg", "rotation err (deg)"), ("translation_error_deg", "translation err (deg)"),
+               ("depth_abs_rel", "depth rel"), ("depth_tau", "depth tau")]
 
 
 def make_config(variant: str, train: Path, evaluation: Path, output: Path, labels: Path, args):
@@ -68,19 +72,45 @@ def make_config(variant: str, train: Path, evaluation: Path, output: Path, label
     optimiser["optimizer"].lr = args.lr
     optimiser["scheduler"].max_steps = args.iterations
     optimiser["scheduler"].warm_up_end = min(100, args.iterations // 10)
+    apply_overrides(config, args.set)
     config.set_timestamp()
     return config
 
 
+def apply_overrides(config, overrides: list) -> None:
+    """``KEY=VALUE`` pairs on the Trainer config, KEY a dotted attribute path
+    (``pipeline.model.loss.reprojection.robust=l1``); VALUE a Python literal, else a string."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. pipeline.model.loss.reprojection.scale_degrees=10")
+        *parents, name = key.split(".")
+        target = config
+        for part in parents:
+            target = getattr(target, part, None)
+            if target is None:
+                raise SystemExit(f"--set {item!r}: the config has no {part!r} on the way to {key!r}")
+        if not hasattr(target, name):
+            raise SystemExit(f"--set {item!r}: {type(target).__name__} has no field {name!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        setattr(target, name, value)
+
+
 @torch.no_grad()
-def evaluate_held_out(pipeline) -> dict:
+def evaluate_clips(pipeline, split: str = "eval", count: Optional[int] = None) -> dict:
+    """Mean clip metrics over the fixed 8-view clips of the held-out scenes (``split="eval"``) or of the
+    first ``count`` training scenes (``"train"``: how well the model fits what it trained on)."""
     from reliev3r_ns.eval.evaluate import clip_metrics
 
     datamanager, model = pipeline.datamanager, pipeline.model
     model.eval()
+    dataset, clip = (datamanager.eval_dataset, datamanager.eval_clip) if split == "eval" else (datamanager.train_dataset, datamanager.train_clip)
     rows = []
-    for index in range(len(datamanager.eval_dataset)):
-        batch = datamanager.eval_clip(index)
+    for index in range(min(len(dataset), count or len(dataset))):
+        batch = clip(index)
         p = model.ffrm(batch["images"], batch.get("intrinsics"))
         K_gt = batch["intrinsics"][0] if batch.get("intrinsics") is not None else p.intrinsics[0]
         rows.append(clip_metrics(p.cam_to_world[0], p.intrinsics[0], p.depth[0], batch["gt_cam_to_world"][0], K_gt, batch["gt_depth"][0]))
@@ -107,15 +137,16 @@ def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     started = time.perf_counter()
-    before = evaluate_held_out(trainer.pipeline) if variant == args.variants[0] else None
+    before = evaluate_clips(trainer.pipeline) if variant == args.variants[0] else None
     trainer.pipeline.model.train()
     trainer.train()
     seconds = time.perf_counter() - started
-    after = evaluate_held_out(trainer.pipeline)
+    after = evaluate_clips(trainer.pipeline)
+    fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
     if args.checkpoints is not None:
         trainer.pipeline.model.export_ffrm(args.checkpoints / f"{variant}.pt", extra={"variant": variant, "steps": args.iterations})
     release_event_writers()
-    return {"variant": variant, "seconds": seconds, "metrics": after, "initial": before}
+    return {"variant": variant, "seconds": seconds, "metrics": after, "initial": before, "training_clips": fit}
 
 
 def data_folders(args) -> tuple:
@@ -150,6 +181,16 @@ def print_table(results: list, args) -> None:
         print("| (initialisation) | " + " | ".join(f"{initial[k]:.3f}" for k, _ in COLUMNS) + " | |")
     for r in results:
         print(f"| {r['variant']} | " + " | ".join(f"{r['metrics'][k]:.3f}" for k, _ in COLUMNS) + f" | {r['seconds']:.0f} |")
+    if any(r["training_clips"] for r in results):
+        # Fit vs transfer: a model that does much better on its training clips than on held-out ones overfits.
+        print(f"\nfit on {args.train_clips} training clips vs held-out clips:")
+        print("| variant | clips | " + " | ".join(name for _, name in FIT_COLUMNS) + " |")
+        print("|" + "---|" * (len(FIT_COLUMNS) + 2))
+        for r in results:
+            for split, m in (("training", r["training_clips"]), ("held-out", r["metrics"])):
+                if m:
+                    print(f"| {r['variant']} | {split} | " + " | ".join(f"{m[k]:.3f}" if k.startswith(("pose", "depth")) else f"{m[k]:.1f}"
+                                                                       for k, _ in FIT_COLUMNS) + " |")
     by_name = {r["variant"]: r["metrics"] for r in results}
     if "weak" in by_name and "full" in by_name:
         weak, full = by_name["weak"], by_name["full"]
@@ -174,6 +215,10 @@ def main(argv=None) -> list:
                         help="train this many variants at once, in separate processes sharing the CPU cores (or the GPU)")
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="keep each variant's trained FFRM here as VARIANT.pt (e.g. for bench_vs_colmap.py --checkpoint)")
+    parser.add_argument("--train-clips", type=int, default=12,
+                        help="also score this many training scenes' fixed clips (fit vs transfer); 0 for none")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override Trainer config fields for every variant, e.g. pipeline.model.loss.reprojection.robust=l1")
     parser.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     quick = args.quick

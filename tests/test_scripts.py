@@ -24,14 +24,33 @@ def load(name):
 
 @pytest.mark.slow
 def test_reproduce_weak_vs_full_quick(capsys, tmp_path):
-    results = load("reproduce_weak_vs_full").main(["--quick", "--output", str(tmp_path / "r.json")])
+    results = load("reproduce_weak_vs_full").main(["--quick", "--train-clips", "2", "--output", str(tmp_path / "r.json")])
     assert [r["variant"] for r in results] == ["weak", "full"]
     for r in results:
         for key in ("pointmap_rel", "pointmap_tau", "ate_normalised", "pose_auc30", "depth_abs_rel", "depth_tau"):
             assert math.isfinite(r["metrics"][key]), (r["variant"], key)
+        assert math.isfinite(r["training_clips"]["rotation_error_deg"])
     out = capsys.readouterr().out
     assert "| weak |" in out and "| full |" in out and "weak / full" in out
+    assert "| weak | training |" in out and "| full | held-out |" in out
     assert (tmp_path / "r.json").is_file()
+
+
+def test_reproduce_set_overrides_config_fields():
+    import copy
+
+    from reliev3r_ns.method_configs.reliev3r import reliev3r_method
+
+    script = load("reproduce_weak_vs_full")
+    config = copy.deepcopy(reliev3r_method.config)
+    script.apply_overrides(config, ["pipeline.model.loss.reprojection.robust=l1", "pipeline.model.loss.reprojection.scale_degrees=10.0",
+                                    "pipeline.model.reference=first"])
+    reprojection = config.pipeline.model.loss.reprojection
+    assert (reprojection.robust, reprojection.scale_degrees, config.pipeline.model.reference) == ("l1", 10.0, "first")
+    for bad, message in (("pipeline.model.loss.reprojection.robustness=l1", "has no field 'robustness'"),
+                         ("pipeline.modle.bf16=True", "no 'modle'"), ("pipeline.model.bf16", "expected KEY=VALUE")):
+        with pytest.raises(SystemExit, match=message):
+            script.apply_overrides(config, [bad])
 
 
 @pytest.mark.slow
