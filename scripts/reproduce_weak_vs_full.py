@@ -40,8 +40,8 @@ import torch
 VARIANTS = ["weak", "full", "no-depth", "no-reprojection", "pixel-reprojection", "shift-unaware"]
 COLUMNS = [("pointmap_rel", "pm rel"), ("pointmap_tau", "pm tau"), ("ate_normalised", "ATE"), ("pose_auc30", "AUC@30"),
            ("depth_abs_rel", "depth rel"), ("depth_tau", "depth tau")]
-FIT_COLUMNS = [("pose_auc30", "AUC@30"), ("rotation_error_deg", "rotation err (deg)"), ("translation_error_deg", "translation err (deg)"),
-               ("depth_abs_rel", "depth rel"), ("depth_tau", "depth tau")]
+FIT_COLUMNS = [("pose_auc30", "AUC@30", ".3f"), ("rotation_error_deg", "rotation err (deg)", ".1f"),
+               ("translation_error_deg", "translation err (deg)", ".1f"), ("depth_abs_rel", "depth rel", ".3f"), ("depth_tau", "depth tau", ".3f")]
 
 
 def make_config(variant: str, train: Path, evaluation: Path, output: Path, labels: Path, args):
@@ -184,13 +184,12 @@ def print_table(results: list, args) -> None:
     if any(r["training_clips"] for r in results):
         # Fit vs transfer: a model that does much better on its training clips than on held-out ones overfits.
         print(f"\nfit on {args.train_clips} training clips vs held-out clips:")
-        print("| variant | clips | " + " | ".join(name for _, name in FIT_COLUMNS) + " |")
+        print("| variant | clips | " + " | ".join(name for _, name, _ in FIT_COLUMNS) + " |")
         print("|" + "---|" * (len(FIT_COLUMNS) + 2))
         for r in results:
             for split, m in (("training", r["training_clips"]), ("held-out", r["metrics"])):
                 if m:
-                    print(f"| {r['variant']} | {split} | " + " | ".join(f"{m[k]:.3f}" if k.startswith(("pose", "depth")) else f"{m[k]:.1f}"
-                                                                       for k, _ in FIT_COLUMNS) + " |")
+                    print(f"| {r['variant']} | {split} | " + " | ".join(format(m[k], spec) for k, _, spec in FIT_COLUMNS) + " |")
     by_name = {r["variant"]: r["metrics"] for r in results}
     if "weak" in by_name and "full" in by_name:
         weak, full = by_name["weak"], by_name["full"]
@@ -235,14 +234,16 @@ def main(argv=None) -> list:
                 print(f"== {variant}", file=sys.stderr)
                 results.append(run_variant(variant, train, evaluation, Path(workdir) / variant, args))
         else:
-            # Fresh processes (spawn): nerfstudio's writers are module globals, and each job gets an
-            # equal share of the cores instead of every job fighting for all of them.
-            # One process per variant (maxtasksperchild=1). Leaving the block on an error, Ctrl-C or a
-            # kill (SIGTERM is turned into an exit here) terminates the workers instead of orphaning them.
+            # A fresh spawned process per variant (nerfstudio's writers are module globals), each with an
+            # equal share of the cores. Leaving the block on an error, Ctrl-C or a kill (SIGTERM is
+            # turned into an exit while the pool runs) terminates the workers instead of orphaning them.
             threads = max(1, (os.cpu_count() or 1) // args.jobs)
-            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-            with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-                results = pool.starmap(run_variant, [(v, train, evaluation, Path(workdir) / v, args, threads) for v in args.variants])
+            previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+            try:
+                with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
+                    results = pool.starmap(run_variant, [(v, train, evaluation, Path(workdir) / v, args, threads) for v in args.variants])
+            finally:
+                signal.signal(signal.SIGTERM, previous)
     print_table(results, args)
     if args.output:
         args.output.write_text(json.dumps(results, indent=2))
