@@ -17,7 +17,16 @@ from reliev3r_ns.data.scene_io import SceneFormatError, read_rgb, write_scene
 from reliev3r_ns.data.synthetic import SyntheticSceneConfig, generate_scene
 from reliev3r_ns.data.synthetic_dataset import generate_dataset
 from reliev3r_ns.geometry import invert_pose, project_world_points
-from reliev3r_ns.labels import LabelCache, Labeller, PairSelectionConfig, PseudoLabelConfig, discover_view_sets, open_view_set, select_pairs
+from reliev3r_ns.labels import (
+    LabelCache,
+    Labeller,
+    PairSelectionConfig,
+    PseudoLabelConfig,
+    ViewSet,
+    discover_view_sets,
+    open_view_set,
+    select_pairs,
+)
 from reliev3r_ns.losses.reprojection import lift_matches
 from reliev3r_ns.teachers.depth import DepthTeacherError, TransformersDepthTeacher, TransformersDepthTeacherConfig
 from reliev3r_ns.teachers.sift import SiftMatcher
@@ -77,7 +86,7 @@ def test_sift_matches_agree_with_gt_geometry_at_256px():
     assert np.median(errors) < 1.5
 
 
-def test_labels_are_cached_and_a_changed_image_invalidates_exactly_its_labels(scene_dir, tmp_path):
+def test_labels_are_cached_and_a_changed_image_invalidates_exactly_its_labels(scene_dir, tmp_path, monkeypatch):
     scene = copy_scene(scene_dir, tmp_path / "scene")
     cache = LabelCache(tmp_path / "cache")
     labeller = Labeller(PseudoLabelConfig(), cache)
@@ -87,8 +96,13 @@ def test_labels_are_cached_and_a_changed_image_invalidates_exactly_its_labels(sc
     assert first.teacher.shape == (4, 120, 160) and first.teacher_space == "disparity" and first.teacher_name == "simulated"
     assert first.num_matches > 0 and first.overlap()[0, 1] == len(first.matches[(0, 1)][2])
 
-    again = labeller.label(open_view_set(scene))
+    decoded = []
+    with monkeypatch.context() as patch:
+        load_image = ViewSet.load_image
+        patch.setattr(ViewSet, "load_image", lambda self, i: decoded.append(i) or load_image(self, i))
+        again = labeller.label(open_view_set(scene))
     assert (count.depth_calls, count.match_calls) == (4, 6)  # nothing recomputed
+    assert decoded == []  # and no image decoded: a cached scene costs file hashes and header reads only
     np.testing.assert_array_equal(again.teacher, first.teacher)
     for pair in first.pairs:
         for a, b in zip(first.matches[pair], again.matches[pair]):
@@ -136,7 +150,7 @@ def test_bad_scenes_give_clear_errors(scene_dir, tmp_path):
         labeller.label(open_view_set(folder))
     # Mixed sizes name the files.
     Image.open(images[3]).resize((50, 40)).save(folder / "odd.png")
-    with pytest.raises(SceneFormatError, match="odd.png: 50x40"):
+    with pytest.raises(SceneFormatError, match="odd.png is 50x40"):
         labeller.label(open_view_set(folder))
     # An unreadable image is named.
     (folder / "odd.png").write_bytes(b"\x89PNG broken")

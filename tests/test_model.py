@@ -175,7 +175,7 @@ def test_infer_reads_paths_and_names_mismatched_files(tmp_path):
         Image.fromarray(np.zeros((size[1], size[0], 3), dtype=np.uint8)).save(tmp_path / name)
     out = model.infer([tmp_path / "a.png", tmp_path / "b.png"])
     assert out.depth.shape == (2, 48, 64)
-    with pytest.raises(ValueError, match="c.png: 80x48"):
+    with pytest.raises(ValueError, match="c.png is 80x48"):
         model.infer([tmp_path / "a.png", tmp_path / "c.png"])
     (tmp_path / "broken.png").write_bytes(b"nope")
     with pytest.raises(ValueError, match="broken.png"):

@@ -25,7 +25,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -102,6 +102,41 @@ def read_rgb(path: Path, expected_hw: Optional[tuple] = None, exif_transpose: bo
             f"{path}: image is {rgb.shape[1]}x{rgb.shape[0]} but transforms.json says {expected_hw[1]}x{expected_hw[0]}"
         )
     return rgb
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def image_size(path: Path, exif_transpose: bool = False) -> Tuple[int, int]:
+    """(H, W) of an image as :func:`read_rgb` will return it, from the header only (no decode)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if exif_transpose else 1
+    except FileNotFoundError:
+        raise SceneFormatError(f"{path}: image file is missing") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise SceneFormatError(f"{path}: cannot read image ({error}); replace or remove the file") from None
+    # EXIF orientations 5-8 turn the picture by 90 degrees.
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+def common_image_size(
+    image_paths: Sequence[Path], exif_transpose: bool = False, where: Optional[Path] = None, advice: str = "resize them to one size"
+) -> Tuple[int, int]:
+    """(H, W) shared by every image (headers only); a mixed set raises naming one file of each size.
+
+    The one check behind labelling, processing and ``FFRM.reconstruct``: a view set is one camera."""
+    sizes = {Path(p): image_size(Path(p), exif_transpose) for p in image_paths}
+    distinct = sorted(set(sizes.values()))
+    if len(distinct) > 1:
+        first = {s: next(p for p, q in sizes.items() if q == s) for s in distinct}
+        detail = ", ".join(f"{first[s].name} is {s[1]}x{s[0]}" for s in distinct)
+        prefix = f"{where}: " if where is not None else ""
+        raise SceneFormatError(f"{prefix}images have different sizes ({detail}); {advice}")
+    if not distinct:
+        raise SceneFormatError(f"{where or 'view set'}: no images given")
+    return distinct[0]
 
 
 def read_depth(path: Path, expected_hw: Optional[tuple] = None) -> np.ndarray:

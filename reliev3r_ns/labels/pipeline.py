@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 
-from reliev3r_ns.data.scene_io import SceneFormatError
+from reliev3r_ns.data.scene_io import common_image_size
 from reliev3r_ns.labels.cache import LabelCache, config_key, file_key
 from reliev3r_ns.labels.pairs import PairSelectionConfig, select_pairs
 from reliev3r_ns.labels.view_sets import ViewSet
@@ -116,13 +116,11 @@ class Labeller:
             warnings.warn(f"{view_set.root}: only one image; it gets a depth label but no matches")
         total, done = V + len(pairs), 0
 
-        # Images: readable, one size (checked up front so a bad file fails before any work).
-        shapes = {}
-        for i in range(V):
-            shapes[i] = view_set.load_image(i).shape[:2]
-        if len(set(shapes.values())) > 1:
-            detail = ", ".join(f"{view_set.image_paths[i].name}: {w}x{h}" for i, (h, w) in shapes.items())
-            raise SceneFormatError(f"{view_set.root}: images have different sizes ({detail}); resize them to one size")
+        # Images: readable headers, one size. Headers only, so a fully cached scene is not decoded;
+        # an unreadable file still fails before any work, a truncated one when a teacher decodes it
+        # (before anything is written for it).
+        size = common_image_size(view_set.image_paths, view_set.exif_transpose, where=view_set.root)
+        shapes = {i: size for i in range(V)}
         image_keys = [file_key(self.matcher.item_files(view_set, i)) for i in range(V)]
         depth_keys = [file_key(self.depth_teacher.item_files(view_set, i)) for i in range(V)]
 

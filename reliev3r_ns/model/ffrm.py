@@ -295,13 +295,10 @@ def resolve_device(device: str = "auto") -> str:
 def _images_to_tensor(images: Union[np.ndarray, Tensor, Sequence[Union[str, Path]]]) -> Tensor:
     """Whatever the caller has -> (V, 3, H, W) float32 in [0, 1]; clear errors for the rest."""
     if isinstance(images, (list, tuple)) and images and isinstance(images[0], (str, Path)):
-        from reliev3r_ns.data.scene_io import read_rgb
+        from reliev3r_ns.data.scene_io import common_image_size, read_rgb
 
+        common_image_size([Path(p) for p in images], advice="resize them to one size first")
         arrays = [read_rgb(Path(p)) for p in images]
-        sizes = {a.shape[:2] for a in arrays}
-        if len(sizes) > 1:
-            detail = ", ".join(f"{Path(p).name}: {a.shape[1]}x{a.shape[0]}" for p, a in zip(images, arrays))
-            raise ValueError(f"images have different sizes ({detail}); resize them to one size first")
         images = np.stack(arrays)
     if isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[-1] != 3:

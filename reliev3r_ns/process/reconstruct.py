@@ -22,15 +22,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from reliev3r_ns.data.scene_io import SceneFormatError, read_rgb
+from reliev3r_ns.data.scene_io import SceneFormatError, common_image_size, read_rgb
 from reliev3r_ns.geometry import Sim3, scale_intrinsics, umeyama_alignment, unproject_depth_to_world
 from reliev3r_ns.model import FFRM
 
 Tensor = torch.Tensor
-
-_EXIF_ORIENTATION = 0x0112
 
 
 @dataclass
@@ -96,20 +93,6 @@ def plan_windows(num_views: int, window_size: int, overlap: int) -> List[List[in
     return [list(range(s, s + window_size)) for s in starts]
 
 
-def oriented_size(path: Path, exif_transpose: bool) -> Tuple[int, int]:
-    """(H, W) of an image as :func:`read_rgb` will return it, from the header only."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if exif_transpose else 1
-    except FileNotFoundError:
-        raise SceneFormatError(f"{path}: image file is missing") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise SceneFormatError(f"{path}: cannot read image ({error}); replace or remove the file") from None
-    # EXIF orientations 5-8 turn the picture by 90 degrees.
-    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
-
-
 def check_image_set(image_paths: Sequence[Path], exif_transpose: bool) -> Tuple[int, int]:
     """Fail early, naming files, for sets the FFRM cannot reconstruct as one."""
     if len(image_paths) == 0:
@@ -118,16 +101,9 @@ def check_image_set(image_paths: Sequence[Path], exif_transpose: bool) -> Tuple[
         raise SceneFormatError(
             f"{image_paths[0]}: only one image; a reconstruction needs at least two overlapping views"
         )
-    sizes = {Path(p): oriented_size(Path(p), exif_transpose) for p in image_paths}
-    distinct = sorted(set(sizes.values()))
-    if len(distinct) > 1:
-        first = {s: next(p for p, q in sizes.items() if q == s) for s in distinct}
-        detail = ", ".join(f"{first[s].name} is {s[1]}x{s[0]}" for s in distinct)
-        raise SceneFormatError(
-            f"images have different sizes ({detail}, ...); one camera per set: resize or split them "
-            "into folders of one size each"
-        )
-    return distinct[0]
+    return common_image_size(
+        image_paths, exif_transpose, advice="one camera per set: resize or split them into folders of one size each"
+    )
 
 
 def _robust_sim3(source: Tensor, target: Tensor, weights: Tensor, iterations: int = 4) -> Sim3:

@@ -70,7 +70,7 @@ class Reliev3rModel(Model):
             gt = GroundTruth(depth=batch["gt_depth"], intrinsics=K, cam_to_world=batch["gt_cam_to_world"])
         total, stats = compute_loss(config, self._geometry(outputs), weak, gt)
         if metrics_dict is not None:
-            metrics_dict.update({k.replace("/", "_"): v for k, v in stats.items() if torch.is_tensor(v) and v.numel() == 1})
+            metrics_dict.update({k.replace("/", "_"): v.detach() for k, v in stats.items() if torch.is_tensor(v) and v.numel() == 1})
         return {"loss": total}
 
     @torch.no_grad()
