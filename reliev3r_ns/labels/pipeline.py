@@ -120,13 +120,12 @@ class Labeller:
         # an unreadable file still fails before any work, a truncated one when a teacher decodes it
         # (before anything is written for it).
         size = common_image_size(view_set.image_paths, view_set.exif_transpose, where=view_set.root)
-        shapes = {i: size for i in range(V)}
         image_keys = [file_key(self.matcher.item_files(view_set, i)) for i in range(V)]
         depth_keys = [file_key(self.depth_teacher.item_files(view_set, i)) for i in range(V)]
 
         teacher: List[Optional[np.ndarray]] = []
         for i in range(V):
-            teacher.append(self.cache.load_depth(self.cache.depth_file(self.depth_key, depth_keys[i]), shapes[i]))
+            teacher.append(self.cache.load_depth(self.cache.depth_file(self.depth_key, depth_keys[i]), size))
         missing = [i for i in range(V) if teacher[i] is None]
         done += V - len(missing)
         if progress:
