@@ -104,7 +104,7 @@ def read_rgb(path: Path, expected_hw: Optional[tuple] = None, exif_transpose: bo
     return rgb
 
 
-_EXIF_ORIENTATION = 0x0112
+EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how the stored pixels are turned
 
 
 def image_size(path: Path, exif_transpose: bool = False) -> Tuple[int, int]:
@@ -112,7 +112,7 @@ def image_size(path: Path, exif_transpose: bool = False) -> Tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if exif_transpose else 1
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1) if exif_transpose else 1
     except FileNotFoundError:
         raise SceneFormatError(f"{path}: image file is missing") from None
     except (OSError, ValueError, SyntaxError) as error:
@@ -126,7 +126,9 @@ def common_image_size(
 ) -> Tuple[int, int]:
     """(H, W) shared by every image (headers only); a mixed set raises naming one file of each size.
 
-    The one check behind labelling, processing and ``FFRM.reconstruct``: a view set is one camera."""
+    The one check behind labelling, processing and ``FFRM.infer``: a view set is one camera."""
+    if len(image_paths) == 0:
+        raise SceneFormatError(f"{where or 'view set'}: no images given")
     sizes = {Path(p): image_size(Path(p), exif_transpose) for p in image_paths}
     distinct = sorted(set(sizes.values()))
     if len(distinct) > 1:
@@ -134,8 +136,6 @@ def common_image_size(
         detail = ", ".join(f"{first[s].name} is {s[1]}x{s[0]}" for s in distinct)
         prefix = f"{where}: " if where is not None else ""
         raise SceneFormatError(f"{prefix}images have different sizes ({detail}); {advice}")
-    if not distinct:
-        raise SceneFormatError(f"{where or 'view set'}: no images given")
     return distinct[0]
 
 

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from reliev3r_ns.data.ply import write_ply
-from reliev3r_ns.data.scene_io import TRANSFORMS_FILE, read_rgb
+from reliev3r_ns.data.scene_io import EXIF_ORIENTATION, TRANSFORMS_FILE, read_rgb
 from reliev3r_ns.geometry import invert_pose, rotation_to_quaternion
 from reliev3r_ns.geometry.conventions import frame_to_transforms_json, intrinsics_opencv_to_nerfstudio
 from reliev3r_ns.process.reconstruct import Reconstruction, shared_intrinsics
@@ -66,7 +66,7 @@ def _needs_reencode(path: Path, exif_transpose: bool) -> bool:
     with Image.open(path) as image:
         if image.mode != "RGB":
             return True
-        return exif_transpose and image.getexif().get(0x0112, 1) != 1
+        return exif_transpose and image.getexif().get(EXIF_ORIENTATION, 1) != 1
 
 
 def _save(image: Image.Image, path: Path) -> None:
