@@ -41,7 +41,8 @@ VARIANTS = ["weak", "full", "no-depth", "no-reprojection", "pixel-reprojection",
 COLUMNS = [("pointmap_rel", "pm rel"), ("pointmap_tau", "pm tau"), ("ate_normalised", "ATE"), ("pose_auc30", "AUC@30"),
            ("depth_abs_rel", "depth rel"), ("depth_tau", "depth tau")]
 FIT_COLUMNS = [("pose_auc30", "AUC@30", ".3f"), ("rotation_error_deg", "rotation err (deg)", ".1f"),
-               ("translation_error_deg", "translation err (deg)", ".1f"), ("depth_abs_rel", "depth rel", ".3f"), ("depth_tau", "depth tau", ".3f")]
+               ("translation_error_deg", "translation err (deg)", ".1f"), ("depth_abs_rel", "depth rel", ".3f"), ("depth_tau", "depth tau", ".3f"),
+               ("depth_to_baseline_vs_gt", "depth/baseline vs GT", ".3g")]
 
 
 def make_config(variant: str, train: Path, evaluation: Path, output: Path, labels: Path, args):
@@ -113,8 +114,23 @@ def evaluate_clips(pipeline, split: str = "eval", count: Optional[int] = None) -
         batch = clip(index)
         p = model.ffrm(batch["images"], batch.get("intrinsics"))
         K_gt = batch["intrinsics"][0] if batch.get("intrinsics") is not None else p.intrinsics[0]
-        rows.append(clip_metrics(p.cam_to_world[0], p.intrinsics[0], p.depth[0], batch["gt_cam_to_world"][0], K_gt, batch["gt_depth"][0]))
-    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+        row = clip_metrics(p.cam_to_world[0], p.intrinsics[0], p.depth[0], batch["gt_cam_to_world"][0], K_gt, batch["gt_depth"][0])
+        row["depth_to_baseline_vs_gt"] = (depth_to_baseline(p.depth[0], p.cam_to_world[0])
+                                          / depth_to_baseline(batch["gt_depth"][0], batch["gt_cam_to_world"][0]))
+        rows.append(row)
+    # The depth-to-baseline ratio spans orders of magnitude when a model collapses, so its clips are
+    # summarised by the median; every other metric by the mean, as the paper reports them.
+    return {key: float((np.median if key == "depth_to_baseline_vs_gt" else np.mean)([r[key] for r in rows])) for key in rows[0]}
+
+
+def depth_to_baseline(depth: torch.Tensor, cam_to_world: torch.Tensor) -> float:
+    """Median depth over the mean distance of the camera centres from their centroid, for one clip
+    (depth (V, H, W), cam_to_world (V, 4, 4) OpenCV). Scale-free, so a prediction's value over the GT's
+    is 1 for a model that has the geometry right up to scale; far above 1 means the points drift to
+    infinity (parallax vanishes), far below 1 that the cameras fly apart or the depth collapses."""
+    centres = cam_to_world[:, :3, 3].double()
+    spread = float((centres - centres.mean(0)).norm(dim=-1).mean())
+    return float(depth.double().median()) / spread if spread > 0 else float("inf")
 
 
 def release_event_writers() -> None:
@@ -133,7 +149,7 @@ def release_event_writers() -> None:
 def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args, threads: int = 0) -> dict:
     if threads:
         torch.set_num_threads(threads)
-    config = make_config(variant, train, evaluation, workdir / "outputs", workdir / "labels", args)
+    config = make_config(variant, train, evaluation, workdir / "outputs", args.label_cache or workdir / "labels", args)
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     started = time.perf_counter()
@@ -218,6 +234,9 @@ def main(argv=None) -> list:
                         help="also score this many training scenes' fixed clips (fit vs transfer); 0 for none")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override Trainer config fields for every variant, e.g. pipeline.model.loss.reprojection.robust=l1")
+    parser.add_argument("--label-cache", type=Path, default=None,
+                        help="weak labels from this cache (e.g. filled beforehand by reliev3r-pseudolabel --workers N; it is "
+                             "content-addressed, so variants can share it) instead of labelling into each run's temporary folder")
     parser.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     quick = args.quick

@@ -29,7 +29,7 @@ from reliev3r_ns.labels import (
 )
 from reliev3r_ns.losses.reprojection import lift_matches
 from reliev3r_ns.teachers.depth import DepthTeacherError, TransformersDepthTeacher, TransformersDepthTeacherConfig
-from reliev3r_ns.teachers.sift import SiftMatcher
+from reliev3r_ns.teachers.sift import SiftMatcher, verify_matches
 
 SMALL = SyntheticSceneConfig(width=160, height=120, num_views=4, supersample=1, texture_size=256, trajectories=("forward",))
 
@@ -84,6 +84,49 @@ def test_sift_matches_agree_with_gt_geometry_at_256px():
     errors = np.concatenate(errors)
     assert len(errors) > 100
     assert np.median(errors) < 1.5
+
+
+# Two SIFT matches of a 128x96 synthetic pair (scene_00000 of the 400-scene set, views 17 and 18): SIFT
+# keypoints repeated per orientation make four of the 17 candidates copies, which made OpenCV 4.10's
+# MAGSAC abort with "!model.empty()" and took the whole labelling run down.
+_REPEATED_A = [[4.06878662109375, 60.216583251953125], [4.06878662109375, 60.216583251953125], [5.475566864013672, 10.854935646057129],
+               [14.818708419799805, 24.550113677978516], [14.818708419799805, 24.550113677978516], [15.047994613647461, 43.740814208984375],
+               [33.27519607543945, 55.19416427612305], [38.5416145324707, 65.8888931274414], [60.22469711303711, 21.211071014404297],
+               [61.258567810058594, 48.160213470458984], [61.258567810058594, 48.160213470458984], [71.45689392089844, 45.90151596069336],
+               [72.45391845703125, 58.94438171386719], [78.0204086303711, 38.650634765625], [89.35228729248047, 66.21990203857422],
+               [89.35228729248047, 66.21990203857422], [91.07400512695312, 72.88675689697266]]
+_REPEATED_B = [[3.0422167778015137, 73.04960632324219], [3.0422167778015137, 73.04960632324219], [19.405075073242188, 20.616840362548828],
+               [28.955047607421875, 32.75227737426758], [28.955047607421875, 32.75227737426758], [26.911046981811523, 52.70073318481445],
+               [40.54893493652344, 65.28844451904297], [46.14459228515625, 75.9813003540039], [63.86602020263672, 26.71608543395996],
+               [66.56556701660156, 56.49853515625], [66.56556701660156, 56.49853515625], [79.69090270996094, 52.57403564453125],
+               [81.8213882446289, 67.57939147949219], [86.76139831542969, 39.0009880065918], [101.57231140136719, 75.46485137939453],
+               [101.57231140136719, 75.46485137939453], [101.7101058959961, 84.33077239990234]]
+
+
+def test_match_verification_counts_a_repeated_correspondence_once():
+    uv_a, uv_b = np.array(_REPEATED_A, np.float32), np.array(_REPEATED_B, np.float32)
+    conf = np.linspace(1.0, 0.2, len(uv_a)).astype(np.float32)
+    # 17 candidates but 13 distinct: below a 16-match floor the pair has no matches, not 17 copies' worth.
+    assert len(verify_matches(uv_a, uv_b, conf, 1.0, 16, 2048)[0]) == 0
+    kept_a, kept_b, kept_conf = verify_matches(uv_a, uv_b, conf, 1.0, 8, 2048)
+    pairs = np.concatenate([kept_a, kept_b], 1)
+    assert len(np.unique(pairs, axis=0)) == len(pairs) > 0
+    # Of two copies the more confident one is kept.
+    assert conf[0] in kept_conf and conf[1] not in kept_conf
+
+
+def test_match_verification_treats_an_opencv_abort_as_no_geometry(monkeypatch):
+    # OpenCV's USAC asserts on some degenerate samples instead of returning None: for the pair that
+    # means no fundamental matrix explains its matches, so no matches, and labelling goes on.
+    import cv2
+
+    def abort(*args, **kwargs):
+        raise cv2.error("OpenCV(4.10.0) estimator.cpp:353: error: (-215:Assertion failed) !model.empty()")
+
+    monkeypatch.setattr(cv2, "findFundamentalMat", abort)
+    uv_a = np.random.default_rng(0).uniform(0, 100, (40, 2)).astype(np.float32)
+    kept = verify_matches(uv_a, uv_a + 3, np.ones(40, np.float32), 1.0, 8, 2048)
+    assert [len(k) for k in kept] == [0, 0, 0]
 
 
 def test_labels_are_cached_and_a_changed_image_invalidates_exactly_its_labels(scene_dir, tmp_path, monkeypatch):

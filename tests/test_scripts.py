@@ -30,10 +30,28 @@ def test_reproduce_weak_vs_full_quick(capsys, tmp_path):
         for key in ("pointmap_rel", "pointmap_tau", "ate_normalised", "pose_auc30", "depth_abs_rel", "depth_tau"):
             assert math.isfinite(r["metrics"][key]), (r["variant"], key)
         assert math.isfinite(r["training_clips"]["rotation_error_deg"])
+        assert r["metrics"]["depth_to_baseline_vs_gt"] > 0
     out = capsys.readouterr().out
     assert "| weak |" in out and "| full |" in out and "weak / full" in out
     assert "| weak | training |" in out and "| full | held-out |" in out
     assert (tmp_path / "r.json").is_file()
+
+
+def test_depth_to_baseline_known_answer():
+    # Two cameras 2 m apart (each 1 m from their centroid) looking at a wall 3 m away: 3 / 1.
+    import torch
+
+    script = load("reproduce_weak_vs_full")
+    cam_to_world = torch.eye(4).repeat(2, 1, 1)
+    cam_to_world[0, 0, 3], cam_to_world[1, 0, 3] = -1.0, 1.0
+    depth = torch.full((2, 4, 5), 3.0)
+    assert script.depth_to_baseline(depth, cam_to_world) == pytest.approx(3.0)
+    # Scale-free: the same scene in centimetres has the same ratio; a prediction at infinity does not.
+    in_centimetres = cam_to_world.clone()
+    in_centimetres[:, :3, 3] *= 100
+    assert script.depth_to_baseline(depth * 100, in_centimetres) == pytest.approx(3.0)
+    assert script.depth_to_baseline(depth * 1e6, cam_to_world) == pytest.approx(3e6)
+    assert script.depth_to_baseline(depth, torch.eye(4).repeat(2, 1, 1)) == math.inf
 
 
 def test_reproduce_set_overrides_config_fields():

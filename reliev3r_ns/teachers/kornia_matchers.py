@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from reliev3r_ns.geometry import scale_pixels
 from reliev3r_ns.teachers.depth import TeacherError
-from reliev3r_ns.teachers.sift import verify_matches
+from reliev3r_ns.teachers.sift import VERIFICATION, verify_matches
 
 
 class MatcherError(TeacherError):
@@ -133,7 +133,8 @@ class KorniaMatcher:
 
         weights = [p for p in (self.config.detector_weights, self.config.weights) if p is not None]
         config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.config).items() if k not in ("device", "weights", "detector_weights")}
-        return {"matcher": self.name, "kornia": kornia.__version__, "weights": file_key([Path(p) for p in weights]), **config}
+        return {"matcher": self.name, "kornia": kornia.__version__, "weights": file_key([Path(p) for p in weights]),
+                "verification": VERIFICATION, **config}
 
     def item_files(self, view_set, index: int):
         return [view_set.image_paths[index]]

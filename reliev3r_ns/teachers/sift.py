@@ -74,17 +74,35 @@ def match_sift(a: SiftFeatures, b: SiftFeatures, config: SiftMatcherConfig = Sif
     return verify_matches(uv_a, uv_b, conf, config.ransac_threshold_px, config.min_matches, config.max_matches_per_pair)
 
 
+VERIFICATION = "magsac-distinct-2"
+"""Names what :func:`verify_matches` does, in the cache key of every matcher that uses it: changing the
+verification changes the labels, so it must also change the key."""
+
+
 def verify_matches(uv_a: np.ndarray, uv_b: np.ndarray, conf: np.ndarray, ransac_threshold_px: float, min_matches: int,
                    max_matches: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keep the MAGSAC inliers of a fundamental matrix, the most confident ``max_matches`` of them;
-    nothing at all when fewer than ``min_matches`` candidates or inliers (every matcher shares this)."""
+    nothing at all when fewer than ``min_matches`` distinct candidates or inliers (every matcher shares this)."""
     import cv2
 
     empty = (np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32), np.zeros(0, np.float32))
+    uv_a, uv_b = np.ascontiguousarray(uv_a, np.float32), np.ascontiguousarray(uv_b, np.float32)
+    conf = np.asarray(conf, np.float32)
+    # SIFT puts one keypoint per dominant orientation at the same spot, so one correspondence can come
+    # in several copies: they would pass min_matches on too little evidence, and repeated points in a
+    # minimal sample make OpenCV's MAGSAC abort (4.10: "!model.empty()") instead of rejecting the sample.
+    by_confidence = np.argsort(-conf, kind="stable")
+    _, first = np.unique(np.concatenate([uv_a, uv_b], 1)[by_confidence], axis=0, return_index=True)
+    distinct = np.sort(by_confidence[first])
+    uv_a, uv_b, conf = uv_a[distinct], uv_b[distinct], conf[distinct]
     if len(conf) < max(min_matches, 8):
         return empty
-    uv_a, uv_b = np.ascontiguousarray(uv_a, np.float32), np.ascontiguousarray(uv_b, np.float32)
-    _, inliers = cv2.findFundamentalMat(uv_a, uv_b, cv2.USAC_MAGSAC, ransac_threshold_px, 0.999, 10000)
+    try:
+        _, inliers = cv2.findFundamentalMat(uv_a, uv_b, cv2.USAC_MAGSAC, ransac_threshold_px, 0.999, 10000)
+    except cv2.error:
+        # Other degenerate configurations (e.g. all points on a line) trip the same assertion: for the
+        # pair it means what a None result means, no fundamental matrix explains the matches.
+        return empty
     if inliers is None:
         return empty
     keep = inliers.ravel().astype(bool)
@@ -120,7 +138,7 @@ class SiftMatcher:
         import cv2
         from dataclasses import asdict
 
-        return {"matcher": self.name, "opencv": cv2.__version__, **asdict(self.config)}
+        return {"matcher": self.name, "opencv": cv2.__version__, "verification": VERIFICATION, **asdict(self.config)}
 
     def item_files(self, view_set, index: int):
         """Files whose bytes key a view's part in a pair's label: just the image."""
