@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reliev3r_ns.geometry.camera import project_world_points, unproject_depth_to_world
-from reliev3r_ns.geometry.pose import invert_pose
+from reliev3r_ns.geometry.camera import pixels_to_camera_rays, project_world_points
+from reliev3r_ns.geometry.pose import invert_pose, transform_points
 from reliev3r_ns.losses.reprojection import sample_depth
 
 SIMULATED_TEACHER_NAME = "simulated"
@@ -97,11 +97,13 @@ def gt_correspondences(
     within ``max_edge_error_px`` of its pixel in view i.
     """
     H, W = depths.shape[-2:]
-    d = torch.from_numpy(np.asarray(depths[view_i], dtype=np.float64))
-    world = unproject_depth_to_world(d, torch.from_numpy(intrinsics[view_i]), torch.from_numpy(cam_to_world[view_i]))
-    world = world[::stride, ::stride].reshape(-1, 3)
     ys, xs = np.mgrid[0:H:stride, 0:W:stride]
     uv_i = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
+    # Only the grid pixels are lifted (the same arithmetic as unproject_depth_to_world on them): a
+    # scene has V^2 / 2 pairs, and lifting whole depth maps per pair made labelling slow.
+    d = torch.from_numpy(np.asarray(depths[view_i][ys.ravel(), xs.ravel()], dtype=np.float64))
+    rays = pixels_to_camera_rays(torch.from_numpy(uv_i), torch.from_numpy(intrinsics[view_i]))
+    world = transform_points(torch.from_numpy(cam_to_world[view_i]), rays * d[:, None])
     uv_j, z_j = project_world_points(world, torch.from_numpy(intrinsics[view_j]), invert_pose(torch.from_numpy(cam_to_world[view_j])))
     uv_j, z_j = uv_j.numpy(), z_j.numpy()
     inside = (z_j > 0) & (uv_j[:, 0] >= 0) & (uv_j[:, 0] <= W - 1) & (uv_j[:, 1] >= 0) & (uv_j[:, 1] <= H - 1)
@@ -116,9 +118,9 @@ def gt_correspondences(
         torch.full((len(keep),), view_j),
         torch.from_numpy(uv_j[keep]),
     ).numpy()
-    rays = np.concatenate([uv_j[keep], np.ones((len(keep), 1))], 1) @ np.linalg.inv(intrinsics[view_j]).T
-    back_world = (rays * z_interp[:, None]) @ cam_to_world[view_j, :3, :3].T + cam_to_world[view_j, :3, 3]
-    back_uv, _ = project_world_points(torch.from_numpy(back_world), torch.from_numpy(intrinsics[view_i]), invert_pose(torch.from_numpy(cam_to_world[view_i])))
+    rays = pixels_to_camera_rays(torch.from_numpy(uv_j[keep]), torch.from_numpy(intrinsics[view_j]))
+    back_world = transform_points(torch.from_numpy(cam_to_world[view_j]), rays * torch.from_numpy(z_interp)[:, None])
+    back_uv, _ = project_world_points(back_world, torch.from_numpy(intrinsics[view_i]), invert_pose(torch.from_numpy(cam_to_world[view_i])))
     keep = keep[np.linalg.norm(back_uv.numpy() - uv_i[keep], axis=-1) < max_edge_error_px]
     uv_i, uv_j = uv_i[keep], uv_j[keep]
     if pixel_noise > 0:
