@@ -380,3 +380,33 @@ def test_nerfacto_trains_on_the_processed_dataset_on_cpu(scene_dir, checkpoint, 
     assert checkpoints, "nerfacto wrote no checkpoint"
     state = torch.load(checkpoints[0], map_location="cpu", weights_only=False)
     assert state["step"] >= 4
+
+
+def _voxel_downsample_reference(points, colours, voxel):
+    # Independent reference: a dict of per-voxel sums, voxels in lexicographic order.
+    sums = {}
+    for p, c in zip(points.astype(np.float64), colours.astype(np.float64)):
+        key = tuple(np.floor(p / voxel).astype(np.int64))
+        total = sums.setdefault(key, [np.zeros(3), np.zeros(3), 0])
+        total[0] += p
+        total[1] += c
+        total[2] += 1
+    keys = sorted(sums)
+    mean_p = np.array([sums[k][0] / sums[k][2] for k in keys], np.float32)
+    mean_c = np.clip(np.rint([sums[k][1] / sums[k][2] for k in keys]), 0, 255).astype(np.uint8)
+    return mean_p, mean_c
+
+
+@pytest.mark.parametrize("spread", [1.0, 1e12])
+def test_voxel_downsample_matches_a_reference(spread):
+    from reliev3r_ns.process.reconstruct import _voxel_downsample
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(3000, 3)) * np.array([1.0, 0.5, 2.0])
+    points[:5] *= spread  # 1e12: a few points near infinity, more voxels than one int64 can key
+    colours = rng.integers(0, 256, (3000, 3)).astype(np.uint8)
+    got_p, got_c = _voxel_downsample(points, colours, 0.25)
+    want_p, want_c = _voxel_downsample_reference(points, colours, 0.25)
+    assert len(got_p) == len(want_p) < 3000
+    np.testing.assert_allclose(got_p, want_p, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(got_c, want_c)

@@ -123,13 +123,19 @@ def _voxel_downsample(points: np.ndarray, colours: np.ndarray, voxel: float) -> 
     """Mean point and mean colour per occupied voxel."""
     if len(points) == 0:
         return points, colours
-    keys = np.floor(points / voxel).astype(np.int64)
-    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    cells = np.floor(points / voxel).astype(np.int64)
+    cells -= cells.min(0)
+    extent = cells.max(0) + 1
+    if np.prod(extent.astype(np.float64)) < 2.0**62:
+        # One int64 per voxel, x most significant: the same voxels in the same (lexicographic) order as
+        # np.unique(cells, axis=0), which sorts structured rows and was the slow part of a reconstruction.
+        keys = (cells[:, 0] * extent[1] + cells[:, 1]) * extent[2] + cells[:, 2]
+        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    else:  # a cloud spanning more than 2^62 voxels (points near infinity) cannot be keyed in one int64
+        _, inverse, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
-    out_p = np.zeros((len(counts), 3), np.float64)
-    out_c = np.zeros((len(counts), 3), np.float64)
-    np.add.at(out_p, inverse, points)
-    np.add.at(out_c, inverse, colours.astype(np.float64))
+    out_p = np.stack([np.bincount(inverse, points[:, k].astype(np.float64), len(counts)) for k in range(3)], -1)
+    out_c = np.stack([np.bincount(inverse, colours[:, k].astype(np.float64), len(counts)) for k in range(3)], -1)
     return (out_p / counts[:, None]).astype(np.float32), np.clip(np.rint(out_c / counts[:, None]), 0, 255).astype(np.uint8)
 
 
