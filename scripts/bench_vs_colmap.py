@@ -8,6 +8,7 @@ poses with reliev3r-eval's metrics (pairs of images COLMAP did not register coun
 
     python scripts/bench_vs_colmap.py --quick                       # one small synthetic scene (CI)
     python scripts/bench_vs_colmap.py --checkpoint ffrm.pt          # 4 synthetic scenes, 24 views at 256x192
+    python scripts/bench_vs_colmap.py --checkpoint ffrm.pt --views 96 --scenes 2   # how the ratio grows with views
     python scripts/bench_vs_colmap.py --checkpoint ffrm.pt --scene SCENE_WITH_GT [...]
 
 Without --checkpoint a randomly initialised tiny FFRM is timed (its accuracy is meaningless and is
@@ -17,6 +18,7 @@ labelled so).
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import tempfile
 import time
@@ -41,6 +43,9 @@ def main(argv=None) -> list:
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--scene", type=Path, nargs="*", default=None, help="nerfstudio datasets with GT poses")
     parser.add_argument("--resolution", type=int, default=None, help="FFRM network size (longest side)")
+    parser.add_argument("--views", type=int, default=None, help="views per synthetic scene (default 24; 12 with --quick)")
+    parser.add_argument("--scenes", type=int, default=None, help="synthetic scenes (default 4; 1 with --quick)")
+    parser.add_argument("--output", type=Path, default=None, help="also write the rows (with every timing) as JSON here")
     args = parser.parse_args(argv)
 
     from reliev3r_ns.eval.evaluate import evaluate, load_reference, prediction_from_reconstruction, run_colmap_sfm
@@ -59,7 +64,8 @@ def main(argv=None) -> list:
     rows = []
     with tempfile.TemporaryDirectory(prefix="reliev3r-bench-colmap-") as workdir:
         workdir = Path(workdir)
-        scenes = args.scene or synthetic_scenes(1 if args.quick else 4, 12 if args.quick else 24, 256, 192, workdir / "scenes")
+        count, views = args.scenes or (1 if args.quick else 4), args.views or (12 if args.quick else 24)
+        scenes = args.scene or synthetic_scenes(count, views, 256, 192, workdir / "scenes")
         for scene in scenes:
             view_set = open_view_set(scene)
             reference = load_reference(scene)
@@ -67,6 +73,7 @@ def main(argv=None) -> list:
             reconstruct(model, view_set.image_paths[:2], ReconstructionConfig(resolution=args.resolution), exif_transpose=False)
             started = time.perf_counter()
             result = reconstruct(model, view_set.image_paths, ReconstructionConfig(resolution=args.resolution), exif_transpose=False)
+            reconstruct_seconds = time.perf_counter() - started
             write_dataset(result, workdir / "out" / scene.name, DatasetWriterConfig(preview=False), exif_transpose=False)
             ffrm_seconds = time.perf_counter() - started
             ffrm_eval = evaluate(prediction_from_reconstruction(result, "ffrm"), reference).metrics
@@ -79,19 +86,26 @@ def main(argv=None) -> list:
                 print(f"{scene.name}: COLMAP failed: {error}")
             colmap_seconds = time.perf_counter() - started
             rows.append({"scene": scene.name, "views": view_set.num_views, "ffrm_s": ffrm_seconds, "colmap_s": colmap_seconds,
+                         "ffrm_reconstruct_s": reconstruct_seconds, "ffrm_write_s": ffrm_seconds - reconstruct_seconds,
                          "ffrm": ffrm_eval, "colmap": colmap_eval, **timings})
 
     print(f"\n{platform.machine()}, {'GPU ' + torch.cuda.get_device_name() if device == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'}; "
           f"FFRM {'from ' + str(args.checkpoint) if trained else 'randomly initialised (accuracy meaningless)'}")
-    print("| scene | views | FFRM s | COLMAP s | COLMAP / FFRM time | FFRM AUC@30 | COLMAP AUC@30 | COLMAP posed | FFRM ATE | COLMAP ATE |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    # Where each side's time goes: FFRM = network + fusion / dataset writing; COLMAP = features / matching / mapping.
+    print("| scene | views | FFRM s | FFRM split s | COLMAP s | COLMAP split s | COLMAP / FFRM time | FFRM AUC@30 | COLMAP AUC@30 "
+          "| COLMAP posed | FFRM ATE | COLMAP ATE |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         c = r["colmap"]
-        print(f"| {r['scene']} | {r['views']} | {r['ffrm_s']:.2f} | {r['colmap_s']:.2f} | {r['colmap_s'] / r['ffrm_s']:.1f}x | "
+        colmap_split = " / ".join(f"{r[k]:.2f}" for k in ("colmap_features_s", "colmap_matching_s", "colmap_mapping_s") if k in r) or "-"
+        print(f"| {r['scene']} | {r['views']} | {r['ffrm_s']:.2f} | {r['ffrm_reconstruct_s']:.2f} / {r['ffrm_write_s']:.2f} | "
+              f"{r['colmap_s']:.2f} | {colmap_split} | {r['colmap_s'] / r['ffrm_s']:.1f}x | "
               f"{r['ffrm']['pose_auc30']:.3f} | {c['pose_auc30'] if c else float('nan'):.3f} | {c['posed_fraction'] if c else 0:.2f} | "
               f"{r['ffrm']['ate_normalised']:.3f} | {c['ate_normalised'] if c else float('nan'):.3f} |")
     ratio = np.sum([r["colmap_s"] for r in rows]) / np.sum([r["ffrm_s"] for r in rows])
     print(f"\nall scenes: COLMAP took {ratio:.1f}x the FFRM's time (target: >= 50x at comparable pose accuracy)")
+    if args.output:
+        args.output.write_text(json.dumps(rows, indent=2, default=float))
     return rows
 
 

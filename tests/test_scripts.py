@@ -133,12 +133,15 @@ def test_reproduce_jobs_end_with_the_script_when_it_is_killed():
 
 
 @pytest.mark.slow
-def test_bench_vs_colmap_quick(capsys):
+def test_bench_vs_colmap_quick(capsys, tmp_path):
     pytest.importorskip("pycolmap")
-    rows = load("bench_vs_colmap").main(["--quick"])
-    assert len(rows) == 1 and rows[0]["ffrm_s"] > 0 and rows[0]["colmap_s"] > 0
+    rows = load("bench_vs_colmap").main(["--quick", "--views", "10", "--output", str(tmp_path / "rows.json")])
+    assert len(rows) == 1 and rows[0]["views"] == 10 and rows[0]["ffrm_s"] > 0 and rows[0]["colmap_s"] > 0
+    assert rows[0]["ffrm_reconstruct_s"] > 0 and rows[0]["ffrm_write_s"] > 0
+    assert rows[0]["ffrm_reconstruct_s"] + rows[0]["ffrm_write_s"] == pytest.approx(rows[0]["ffrm_s"])
     assert 0.0 <= rows[0]["ffrm"]["pose_auc30"] <= 1.0
     assert "COLMAP took" in capsys.readouterr().out
+    assert json.loads((tmp_path / "rows.json").read_text())[0]["scene"] == rows[0]["scene"]
 
 
 @pytest.mark.slow
