@@ -235,8 +235,9 @@ def main(argv=None) -> list:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override Trainer config fields for every variant, e.g. pipeline.model.loss.reprojection.robust=l1")
     parser.add_argument("--label-cache", type=Path, default=None,
-                        help="weak labels from this cache (e.g. filled beforehand by reliev3r-pseudolabel --workers N; it is "
-                             "content-addressed, so variants can share it) instead of labelling into each run's temporary folder")
+                        help="weak labels from this cache instead of labelling into each run's temporary folder; fill it beforehand "
+                             "with the training labels' teachers, `reliev3r-pseudolabel --data DATA/train --matcher simulated "
+                             "--cache-dir DIR --workers N` (content-addressed, so variants and runs share it)")
     parser.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     quick = args.quick

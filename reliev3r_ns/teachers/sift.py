@@ -100,8 +100,8 @@ def verify_matches(uv_a: np.ndarray, uv_b: np.ndarray, conf: np.ndarray, ransac_
     try:
         _, inliers = cv2.findFundamentalMat(uv_a, uv_b, cv2.USAC_MAGSAC, ransac_threshold_px, 0.999, 10000)
     except cv2.error:
-        # Other degenerate configurations (e.g. all points on a line) trip the same assertion: for the
-        # pair it means what a None result means, no fundamental matrix explains the matches.
+        # Distinct points can still form a degenerate minimal sample that trips the same assertion:
+        # for the pair it means what a None result means, no fundamental matrix explains the matches.
         return empty
     if inliers is None:
         return empty
