@@ -146,12 +146,23 @@ def release_event_writers() -> None:
     writer.EVENT_STORAGE.clear()
 
 
+def setup_trainer(config):
+    """The Trainer, set up after seeding as ``ns-train`` does (its train_loop seeds with machine.seed
+    before building anything): every variant then starts from the same initial weights, and a rerun
+    from the same ones."""
+    from nerfstudio.scripts.train import _set_random_seed
+
+    _set_random_seed(config.machine.seed)
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    return trainer
+
+
 def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args, threads: int = 0) -> dict:
     if threads:
         torch.set_num_threads(threads)
     config = make_config(variant, train, evaluation, workdir / "outputs", args.label_cache or workdir / "labels", args)
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
+    trainer = setup_trainer(config)
     started = time.perf_counter()
     before = evaluate_clips(trainer.pipeline) if variant == args.variants[0] else None
     trainer.pipeline.model.train()

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -52,6 +53,31 @@ def test_depth_to_baseline_known_answer():
     assert script.depth_to_baseline(depth * 100, in_centimetres) == pytest.approx(3.0)
     assert script.depth_to_baseline(depth * 1e6, cam_to_world) == pytest.approx(3e6)
     assert script.depth_to_baseline(depth, torch.eye(4).repeat(2, 1, 1)) == math.inf
+
+
+def test_reproduce_variants_start_from_the_same_weights(tmp_path):
+    # "Same model" means the same initial weights too: the script seeds before each Trainer is built,
+    # as ns-train does, so weak and full (and reruns) start alike.
+    import argparse
+
+    from reliev3r_ns.data.synthetic import SyntheticSceneConfig
+    from reliev3r_ns.data.synthetic_dataset import generate_dataset
+
+    script = load("reproduce_weak_vs_full")
+    config = SyntheticSceneConfig(width=64, height=48, num_views=4, supersample=1, texture_size=64)
+    generate_dataset(tmp_path / "train", 2, seed=1, config=config, show_progress=False)
+    generate_dataset(tmp_path / "eval", 1, seed=2, config=config, show_progress=False)
+    args = argparse.Namespace(iterations=1, clips=1, min_views=2, max_views=4, model_size="tiny", lr=1e-3, set=[])
+    weights = []
+    for variant in ("weak", "full", "weak"):
+        trainer_config = script.make_config(variant, tmp_path / "train", tmp_path / "eval", tmp_path / variant / "out", tmp_path / "labels", args)
+        trainer = script.setup_trainer(trainer_config)
+        weights.append({k: v.clone() for k, v in trainer.pipeline.model.ffrm.state_dict().items()})
+        script.release_event_writers()
+        torch.manual_seed(1234)  # whatever ran before must not matter
+    for other in weights[1:]:
+        assert other.keys() == weights[0].keys()
+        assert all(torch.equal(other[k], weights[0][k]) for k in weights[0])
 
 
 def test_reproduce_set_overrides_config_fields():
