@@ -40,8 +40,6 @@ def test_reproduce_weak_vs_full_quick(capsys, tmp_path):
 
 def test_depth_to_baseline_known_answer():
     # Two cameras 2 m apart (each 1 m from their centroid) looking at a wall 3 m away: 3 / 1.
-    import torch
-
     script = load("reproduce_weak_vs_full")
     cam_to_world = torch.eye(4).repeat(2, 1, 1)
     cam_to_world[0, 0, 3], cam_to_world[1, 0, 3] = -1.0, 1.0
