@@ -171,7 +171,7 @@ def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args
     after = evaluate_clips(trainer.pipeline)
     fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
     if args.checkpoints is not None:
-        trainer.pipeline.model.export_ffrm(args.checkpoints / f"{variant}.pt", extra={"variant": variant, "steps": args.iterations})
+        trainer.pipeline.export_ffrm(args.checkpoints / f"{variant}.pt", extra={"variant": variant, "steps": args.iterations})
     release_event_writers()
     return {"variant": variant, "seconds": seconds, "metrics": after, "initial": before, "training_clips": fit}
 

@@ -111,6 +111,8 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path):
     for variant in ("weak", "full"):
         model = FFRM.from_checkpoint(tmp_path / "ckpt" / f"{variant}.pt")
         assert model.num_parameters() > 0
+        # reliev3r-process-data runs the network at the size it trained at (it did not: 518 pixels)
+        assert model.checkpoint_extra["image_size"] == [96, 128]
 
 
 def _spawned_workers(pid: int) -> list:
@@ -187,3 +189,10 @@ def test_viewer_snapshot_writes_a_picture(tmp_path, small_data):
                                          "--output", str(tmp_path / "snapshot.png"), "--output-dir", str(tmp_path / "outputs")])
     image = Image.open(path)
     assert image.width == 2 * image.height * 4 // 3  # one overview panel and the view / render pair
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message for machines without CUDA")
+def test_splatfacto_on_ffrm_says_it_needs_cuda(tmp_path):
+    # splatfacto runs only on CUDA (gsplat's kernels); without it the script says so before any work.
+    with pytest.raises(SystemExit, match="needs CUDA"):
+        load("splatfacto_on_ffrm").main(["--scene", str(tmp_path), "--checkpoint", f"weak={tmp_path / 'ffrm.pt'}"])

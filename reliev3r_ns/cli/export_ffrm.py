@@ -26,13 +26,11 @@ class ExportFFRM:
             raise FileNotFoundError(f"{self.load_config}: no such config; give the config.yml that `ns-train reliev3r` wrote")
         config, pipeline, checkpoint_path, step = eval_setup(self.load_config, test_mode="inference")
         model = pipeline.model
-        if not hasattr(model, "export_ffrm"):
+        if not hasattr(pipeline, "export_ffrm"):
             raise ValueError(f"{self.load_config}: method {config.method_name!r} is not a reliev3r method")
         extra = {"method": config.method_name, "step": int(step), "source_checkpoint": str(checkpoint_path),
-                 "supervision": model.config.loss.supervision,
-                 # The processing command runs the network at this size by default.
-                 "image_size": list(pipeline.datamanager.config.image_size)}
-        path = model.export_ffrm(self.output, extra)
+                 "supervision": model.config.loss.supervision}
+        path = pipeline.export_ffrm(self.output, extra)
         print(f"wrote {path} ({model.ffrm.num_parameters() / 1e6:.1f} M parameters, step {step})")
         return path
 

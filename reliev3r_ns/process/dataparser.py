@@ -1,4 +1,6 @@
-"""``reliev3r-data``: a nerfstudio dataparser that runs the FFRM on a folder of images inline.
+"""Two nerfstudio dataparsers.
+
+``reliev3r-data`` runs the FFRM on a folder of images inline:
 
     ns-train splatfacto reliev3r-data --data IMAGES --checkpoint ffrm.pt
     ns-train splatfacto --pipeline.model.camera-optimizer.mode SO3xR3 reliev3r-data --data IMAGES --checkpoint ffrm.pt
@@ -8,6 +10,12 @@ folder of the cache (the images' bytes, the checkpoint's bytes and the reconstru
 later uses read it back. From there on it is nerfstudio's own ``nerfstudio-data`` parser (orientation,
 centring, scaling, train / eval split, ``sparse_pc.ply`` as splatfacto's initial points), so the
 camera optimiser of splatfacto / nerfacto can refine the FFRM's poses like any other dataset's.
+
+``reliev3r-dataset`` is ``nerfstudio-data`` reading ``sparse_pc.ply`` with plyfile instead of open3d,
+for a dataset that ``reliev3r-process-data`` wrote, on machines where open3d does not import (its wheel
+needs system libraries such as libusb) or is not installed; everything else is nerfstudio's parser:
+
+    ns-train splatfacto reliev3r-dataset --data OUT
 """
 
 from __future__ import annotations
@@ -35,9 +43,8 @@ NO_CHECKPOINT = ("reliev3r-data needs an FFRM checkpoint: --checkpoint ffrm.pt. 
                  "export it with `reliev3r-export-ffrm --load-config outputs/.../config.yml --output ffrm.pt`")
 
 
-class _PlyNerfstudio(Nerfstudio):
-    """nerfstudio's parser, reading sparse_pc.ply with plyfile instead of open3d (same result, and
-    open3d's wheel needs system libraries, e.g. libusb, that are often missing)."""
+class PlyfileNerfstudio(Nerfstudio):
+    """nerfstudio's parser, reading sparse_pc.ply with plyfile instead of open3d (same points)."""
 
     def _load_3D_points(self, ply_file_path: Path, transform_matrix: torch.Tensor, scale_factor: float):
         points, colours = read_ply(ply_file_path)
@@ -46,6 +53,13 @@ class _PlyNerfstudio(Nerfstudio):
         xyz = torch.from_numpy(points)
         xyz = torch.cat([xyz, torch.ones_like(xyz[..., :1])], -1) @ transform_matrix.T
         return {"points3D_xyz": xyz * scale_factor, "points3D_rgb": torch.from_numpy(colours)}
+
+
+@dataclass
+class PlyfileNerfstudioDataParserConfig(NerfstudioDataParserConfig):
+    _target: Type = field(default_factory=lambda: PlyfileNerfstudio)
+    load_3D_points: bool = True
+    """Pass sparse_pc.ply on as splatfacto's initial points."""
 
 
 @dataclass
@@ -69,7 +83,7 @@ class Reliev3rDataParser(DataParser):
 
     def __init__(self, config: Reliev3rDataParserConfig) -> None:
         super().__init__(config)
-        self._inner: Optional[_PlyNerfstudio] = None
+        self._inner: Optional[PlyfileNerfstudio] = None
 
     def processed_dir(self) -> Path:
         """Reconstruct (once per images + checkpoint + options) and return the dataset folder."""
@@ -99,11 +113,16 @@ class Reliev3rDataParser(DataParser):
             names = {f.name for f in dataclasses.fields(NerfstudioDataParserConfig)}
             inner_config = NerfstudioDataParserConfig(**{n: getattr(self.config, n) for n in names if n != "_target"})
             inner_config.data = self.processed_dir()
-            self._inner = _PlyNerfstudio(inner_config)
+            self._inner = PlyfileNerfstudio(inner_config)
         return self._inner._generate_dataparser_outputs(split, **kwargs)
 
 
 reliev3r_dataparser = DataParserSpecification(
     config=Reliev3rDataParserConfig(),
     description="Images in, poses and initial points from a reliev3r FFRM (no COLMAP)",
+)
+
+reliev3r_dataset = DataParserSpecification(
+    config=PlyfileNerfstudioDataParserConfig(),
+    description="A dataset written by reliev3r-process-data (nerfstudio-data, sparse_pc.ply read without open3d)",
 )

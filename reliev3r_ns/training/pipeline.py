@@ -113,6 +113,12 @@ class Reliev3rPipeline(VanillaPipeline):
         self.train()
         return metrics, images
 
+    def export_ffrm(self, path: Path, extra: Optional[Dict] = None) -> Path:
+        """The FFRM as a standalone checkpoint (reliev3r-export-ffrm's format), with the image size it
+        trained at: the processing commands run the network at that size unless told otherwise, and a
+        network trained on 128-pixel images gives nonsense on 518-pixel ones."""
+        return self.model.export_ffrm(path, {**(extra or {}), "image_size": list(self.datamanager.config.image_size)})
+
     def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False):
         """Mean (and std) of every metric over one fixed clip per held-out scene."""
         self.eval()
