@@ -196,3 +196,20 @@ def test_splatfacto_on_ffrm_says_it_needs_cuda(tmp_path):
     # splatfacto runs only on CUDA (gsplat's kernels); without it the script says so before any work.
     with pytest.raises(SystemExit, match="needs CUDA"):
         load("splatfacto_on_ffrm").main(["--scene", str(tmp_path), "--checkpoint", f"weak={tmp_path / 'ffrm.pt'}"])
+
+
+def test_diagnose_weak_objective_ranks_the_truth_below_its_collapse(small_data, tmp_path):
+    # Known answer: on true geometry the simulated matches agree to a fraction of a degree, and pulling
+    # the cameras together (parallax gone) costs the angular loss; the depth term does not see it.
+    from reliev3r_ns.model import FFRM, ffrm_config
+
+    checkpoint = FFRM(ffrm_config("tiny")).save_checkpoint(tmp_path / "ffrm.pt", {"image_size": [96, 128]})
+    rows = load("diagnose_weak_objective").main(["--data", str(small_data), "--label-cache", str(small_data / "label_cache"),
+                                                 "--clips", "2", "--checkpoint", f"random={checkpoint}",
+                                                 "--output", str(tmp_path / "d.json")])
+    truth, collapsed = rows["GT | 1"], rows["GT | 0"]
+    assert truth["median_angle_deg"] < 1.0 < collapsed["median_angle_deg"]
+    assert truth["reprojection"] < 0.5 * collapsed["reprojection"]
+    assert truth["depth"] == collapsed["depth"]
+    assert set(rows) >= {"model random | 1", "model random | 0"}
+    assert json.loads((tmp_path / "d.json").read_text())["rows"] == rows

@@ -80,7 +80,15 @@ def discover_view_sets(data: Path) -> List[Path]:
     if not data.is_dir():
         raise SceneFormatError(f"{data}: not a folder")
     found: List[Path] = []
-    for current, dirs, _ in os.walk(data):
+    visited = set()
+    # Links are followed (a dataset assembled from linked scene folders), each real folder once (a
+    # link back up the tree would otherwise loop).
+    for current, dirs, _ in os.walk(data, followlinks=True):
+        real = os.path.realpath(current)
+        if real in visited:
+            dirs[:] = []
+            continue
+        visited.add(real)
         current_path = Path(current)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         structured = (current_path / TRANSFORMS_FILE).is_file() or (current_path / "images").is_dir()

@@ -1,0 +1,128 @@
+"""Does the weak objective prefer the true geometry to the collapse a weak model drifts into?
+
+Trained with weak labels, our FFRM's held-out depth / baseline ratio grows to ~10x the truth's
+(README, Evaluation): its cameras bunch together relative to its depth, as if the scene were at
+infinity. The depth loss cannot see this (it removes each view's scale and shift), so the question is
+the angular reprojection loss: with cameras at one point, every correspondence's angle is just its
+rotation error, and parallax no longer costs anything.
+
+For fixed training clips and their weak labels (the ones training used), this prints the weak loss
+terms of
+
+- ``GT``: the true depth, intrinsics and poses;
+- ``model``: each ``--checkpoint``'s prediction;
+
+each also with every camera centre moved toward the clip's mean centre, baseline x s for each
+``--baseline-scales`` s (s = 0: one centre for all views). The depth term does not change with s; if
+the reprojection term of GT at s = 1 is well below its value at s = 0, the objective prefers the truth
+and a model that drifts is in a poor basin; if it is about the same, the labels and the robust scale
+leave the collapse nearly free.
+
+    python scripts/diagnose_weak_objective.py --data DIR --label-cache LABELS --checkpoint weak=weak.pt full=full.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+from reliev3r_ns.losses.objective import GeometryPrediction, Reliev3rLossConfig, WeakLabels
+from reliev3r_ns.losses.relative_depth import relative_depth_loss
+from reliev3r_ns.losses.reprojection import reprojection_loss
+
+
+def shrink_baseline(cam_to_world: torch.Tensor, scale: float) -> torch.Tensor:
+    """(B, V, 4, 4) camera-to-world with each clip's camera centres pulled toward their mean by
+    ``scale`` (rotations unchanged)."""
+    out = cam_to_world.clone()
+    centres = cam_to_world[..., :3, 3]
+    out[..., :3, 3] = centres.mean(dim=1, keepdim=True) + scale * (centres - centres.mean(dim=1, keepdim=True))
+    return out
+
+
+def weak_terms(geometry: GeometryPrediction, weak: WeakLabels, config: Reliev3rLossConfig) -> Dict[str, float]:
+    # Confidence 1 everywhere, for the model too: the terms then compare geometry alone.
+    ones = torch.ones_like(geometry.depth)
+    depth_term, _ = relative_depth_loss(geometry.depth, ones, weak.teacher, weak.teacher_space, weak.teacher_valid, config.depth)
+    rep_term, stats = reprojection_loss(geometry.depth, geometry.intrinsics, geometry.cam_to_world, weak.matches, config.reprojection)
+    return {"depth": float(depth_term), "reprojection": float(rep_term), "median_angle_deg": float(stats["reprojection/median_error"])}
+
+
+def subset(data: Path, count: int, workdir: Path) -> Path:
+    """A folder of links to the first ``count`` scenes of ``data`` (labels are keyed by content, so
+    the label cache still serves them)."""
+    from reliev3r_ns.data.scene_io import list_scenes
+
+    scenes = list_scenes(data)
+    if not scenes:
+        raise SystemExit(f"{data}: no scenes (folders with transforms.json)")
+    for scene in scenes[:count]:
+        (workdir / scene.name).symlink_to(scene.resolve(), target_is_directory=True)
+    return workdir
+
+
+def main(argv=None) -> Dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None, help="a folder with train/ scenes (default: the bundled synthetic dataset)")
+    parser.add_argument("--label-cache", type=Path, default=None, help="where the weak labels are (computed on first use)")
+    parser.add_argument("--checkpoint", nargs="*", default=[], metavar="NAME=PATH", help="FFRM checkpoints to score as well")
+    parser.add_argument("--clips", type=int, default=16, help="fixed 8-view clips, one from each of the first N training scenes")
+    parser.add_argument("--baseline-scales", type=float, nargs="+", default=[1.0, 0.5, 0.1, 0.0])
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    from reliev3r_ns.data.synthetic_dataset import ensure_default_dataset
+    from reliev3r_ns.method_configs.reliev3r import reliev3r_method
+    from reliev3r_ns.model import FFRM
+
+    train = args.data / "train" if args.data else ensure_default_dataset()["train"]
+    models = {}
+    for item in args.checkpoint:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            raise SystemExit(f"--checkpoint {item!r}: expected NAME=PATH to an existing reliev3r-export-ffrm file")
+        models[name] = FFRM.from_checkpoint(Path(path), map_location="cpu").eval()
+    config = copy.deepcopy(reliev3r_method.config)
+    loss_config = config.pipeline.model.loss
+    rows: Dict[str, Dict[str, List[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        dm_config = config.pipeline.datamanager
+        dm_config.data = subset(train, args.clips, Path(tmp))
+        dm_config.eval_data = dm_config.data
+        dm_config.label_cache = args.label_cache
+        datamanager = dm_config.setup(device="cpu")
+        for index in range(min(args.clips, len(datamanager.train_dataset))):
+            batch = datamanager.train_clip(index)
+            weak = WeakLabels(teacher=batch["teacher"], teacher_space=batch["teacher_space"], matches=batch["matches"])
+            candidates = {"GT": GeometryPrediction(batch["gt_depth"], torch.ones_like(batch["gt_depth"]), batch["intrinsics"], batch["gt_cam_to_world"])}
+            with torch.no_grad():
+                for name, model in models.items():
+                    p = model(batch["images"], batch.get("intrinsics"))
+                    candidates[f"model {name}"] = GeometryPrediction(p.depth, p.confidence, p.intrinsics, p.cam_to_world)
+            for name, geometry in candidates.items():
+                for s in args.baseline_scales:
+                    moved = GeometryPrediction(geometry.depth, geometry.confidence, geometry.intrinsics, shrink_baseline(geometry.cam_to_world, s))
+                    for key, value in weak_terms(moved, weak, loss_config).items():
+                        rows.setdefault(f"{name} | {s:g}", {}).setdefault(key, []).append(value)
+    summary = {row: {key: float(np.mean(values)) for key, values in terms.items()} for row, terms in rows.items()}
+    print(f"weak loss terms, mean over {args.clips} fixed 8-view training clips (confidence 1 for all; reprojection weight "
+          f"{loss_config.reprojection_weight} in training)")
+    print("| geometry | baseline x | depth term | reprojection term | median angle (deg) |")
+    print("|---|---|---|---|---|")
+    for row, terms in summary.items():
+        name, s = row.split(" | ")
+        print(f"| {name} | {s} | {terms['depth']:.4f} | {terms['reprojection']:.4f} | {terms['median_angle_deg']:.2f} |")
+    if args.output:
+        args.output.write_text(json.dumps({"clips": args.clips, "rows": summary}, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
