@@ -33,9 +33,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from reliev3r_ns.losses.objective import GeometryPrediction, Reliev3rLossConfig, WeakLabels
-from reliev3r_ns.losses.relative_depth import relative_depth_loss
-from reliev3r_ns.losses.reprojection import reprojection_loss
+from reliev3r_ns.losses.objective import GeometryPrediction, Reliev3rLossConfig, WeakLabels, compute_loss
 
 
 def shrink_baseline(cam_to_world: torch.Tensor, scale: float) -> torch.Tensor:
@@ -49,10 +47,10 @@ def shrink_baseline(cam_to_world: torch.Tensor, scale: float) -> torch.Tensor:
 
 def weak_terms(geometry: GeometryPrediction, weak: WeakLabels, config: Reliev3rLossConfig) -> Dict[str, float]:
     # Confidence 1 everywhere, for the model too: the terms then compare geometry alone.
-    ones = torch.ones_like(geometry.depth)
-    depth_term, _ = relative_depth_loss(geometry.depth, ones, weak.teacher, weak.teacher_space, weak.teacher_valid, config.depth)
-    rep_term, stats = reprojection_loss(geometry.depth, geometry.intrinsics, geometry.cam_to_world, weak.matches, config.reprojection)
-    return {"depth": float(depth_term), "reprojection": float(rep_term), "median_angle_deg": float(stats["reprojection/median_error"])}
+    flat = GeometryPrediction(geometry.depth, torch.ones_like(geometry.depth), geometry.intrinsics, geometry.cam_to_world)
+    _, stats = compute_loss(config, flat, weak)
+    return {"depth": float(stats["loss/depth"]), "reprojection": float(stats["loss/reprojection"]),
+            "median_angle_deg": float(stats["reprojection/median_error"])}
 
 
 def subset(data: Path, count: int, workdir: Path) -> Path:

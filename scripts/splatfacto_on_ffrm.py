@@ -76,7 +76,6 @@ def train_and_evaluate(config, render_index: int = 0) -> tuple:
     torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     pipeline = trainer.pipeline
-    pipeline.eval()
     metrics = pipeline.get_average_eval_image_metrics()
     datamanager = pipeline.datamanager
     pipeline.eval()  # get_average_eval_image_metrics leaves it in training mode, where splatfacto densifies
