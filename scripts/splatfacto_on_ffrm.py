@@ -144,8 +144,10 @@ def main(argv=None) -> dict:
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
     from reliev3r_ns.process.dataparser import PlyfileNerfstudioDataParserConfig, Reliev3rDataParserConfig
 
-    if args.workdir.exists():
-        shutil.rmtree(args.workdir)
+    # A rerun starts clean, but only what this script writes is removed: --workdir may be a folder
+    # that holds other things.
+    for part in ("datasets", "outputs", "processed"):
+        shutil.rmtree(args.workdir / part, ignore_errors=True)
     runs = {}
     for name, checkpoint in checkpoints.items():
         dataset = process(images, checkpoint, args.workdir / "datasets" / name)
