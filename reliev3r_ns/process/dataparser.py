@@ -111,9 +111,9 @@ class Reliev3rDataParser(DataParser):
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs):
         if self._inner is None:
             names = {f.name for f in dataclasses.fields(NerfstudioDataParserConfig)}
-            inner_config = NerfstudioDataParserConfig(**{n: getattr(self.config, n) for n in names if n != "_target"})
+            inner_config = PlyfileNerfstudioDataParserConfig(**{n: getattr(self.config, n) for n in names if n != "_target"})
             inner_config.data = self.processed_dir()
-            self._inner = PlyfileNerfstudio(inner_config)
+            self._inner = inner_config.setup()
         return self._inner._generate_dataparser_outputs(split, **kwargs)
 
 

@@ -112,10 +112,11 @@ def gt_correspondences(
     keep = np.nonzero(inside)[0][seen]
     # Drop matches whose depth interpolated in view j belongs to no surface (a depth edge): lifted
     # from view j, such a match would not come back to its pixel in view i.
+    # Only view j's map in float64 (converting the whole stack per pair cost V times the memory).
     z_interp = sample_depth(
-        torch.from_numpy(np.asarray(depths, dtype=np.float64))[None],
+        torch.from_numpy(np.asarray(depths[view_j], dtype=np.float64))[None, None],
         torch.zeros(len(keep), dtype=torch.long),
-        torch.full((len(keep),), view_j),
+        torch.zeros(len(keep), dtype=torch.long),
         torch.from_numpy(uv_j[keep]),
     ).numpy()
     rays = pixels_to_camera_rays(torch.from_numpy(uv_j[keep]), torch.from_numpy(intrinsics[view_j]))
