@@ -173,7 +173,10 @@ def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args
     if args.checkpoints is not None:
         trainer.pipeline.export_ffrm(args.checkpoints / f"{variant}.pt", extra={"variant": variant, "steps": args.iterations})
     release_event_writers()
-    return {"variant": variant, "seconds": seconds, "metrics": after, "initial": before, "training_clips": fit}
+    # What made the row, so a JSON kept beside the README says which overrides and seed it measured.
+    settings = {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": config.machine.seed,
+                "set": list(args.set), "data": str(args.data) if args.data else None}
+    return {"variant": variant, "seconds": seconds, "settings": settings, "metrics": after, "initial": before, "training_clips": fit}
 
 
 def data_folders(args) -> tuple:
@@ -239,6 +242,8 @@ def main(argv=None) -> list:
                         help="peak learning rate (the method config has 3e-4; at these short budgets 1e-3 learns faster for both)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="train this many variants at once, in separate processes sharing the CPU cores (or the GPU)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per variant (default: the cores divided by --jobs); set it when running several copies of this script side by side")
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="keep each variant's trained FFRM here as VARIANT.pt (e.g. for bench_vs_colmap.py --checkpoint)")
     parser.add_argument("--train-clips", type=int, default=12,
@@ -263,12 +268,12 @@ def main(argv=None) -> list:
         if args.jobs <= 1:
             for variant in args.variants:
                 print(f"== {variant}", file=sys.stderr)
-                results.append(run_variant(variant, train, evaluation, Path(workdir) / variant, args))
+                results.append(run_variant(variant, train, evaluation, Path(workdir) / variant, args, args.threads or 0))
         else:
             # A fresh spawned process per variant (nerfstudio's writers are module globals), each with an
             # equal share of the cores. Leaving the block on an error, Ctrl-C or a kill (SIGTERM is
             # turned into an exit while the pool runs) terminates the workers instead of orphaning them.
-            threads = max(1, (os.cpu_count() or 1) // args.jobs)
+            threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
             previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
             try:
                 with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
