@@ -374,7 +374,6 @@ def test_a_dataset_preview_beside_scene_folders_is_not_a_scene(scene_dir, tmp_pa
     assert discover_view_sets(loose) == [loose]
 
 
-
 def test_linked_scene_folders_are_found_and_a_link_loop_ends(scene_dir, tmp_path):
     """A dataset assembled from links to scene folders (a subset of a big set, say) is a dataset."""
     store = tmp_path / "store"
@@ -386,6 +385,7 @@ def test_linked_scene_folders_are_found_and_a_link_loop_ends(scene_dir, tmp_path
         (root / name).symlink_to(store / name, target_is_directory=True)
     (root / "loop").symlink_to(root, target_is_directory=True)  # a link back up: walked once, not forever
     assert discover_view_sets(root) == [root / "scene_a", root / "scene_b"]
+
 
 def _gt_tracks(scene_dir):
     """Tracks of a grid of view-0 pixels through every view, from GT depth and poses (independent of the matcher)."""
