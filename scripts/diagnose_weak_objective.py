@@ -76,17 +76,13 @@ def main(argv=None) -> Dict:
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
 
+    from reliev3r_ns.cli import named_checkpoints
     from reliev3r_ns.data.synthetic_dataset import ensure_default_dataset
     from reliev3r_ns.method_configs.reliev3r import reliev3r_method
     from reliev3r_ns.model import FFRM
 
     train = args.data / "train" if args.data else ensure_default_dataset()["train"]
-    models = {}
-    for item in args.checkpoint:
-        name, sep, path = item.partition("=")
-        if not sep or not Path(path).is_file():
-            raise SystemExit(f"--checkpoint {item!r}: expected NAME=PATH to an existing reliev3r-export-ffrm file")
-        models[name] = FFRM.from_checkpoint(Path(path), map_location="cpu").eval()
+    models = {name: FFRM.from_checkpoint(path, map_location="cpu").eval() for name, path in named_checkpoints(args.checkpoint).items()}
     config = copy.deepcopy(reliev3r_method.config)
     loss_config = config.pipeline.model.loss
     rows: Dict[str, Dict[str, List[float]]] = {}

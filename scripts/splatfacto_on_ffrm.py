@@ -133,12 +133,9 @@ def main(argv=None) -> dict:
     images = args.scene / "images"
     if not images.is_dir():
         raise SystemExit(f"{args.scene}: no images/ folder")
-    checkpoints = {}
-    for item in args.checkpoint:
-        name, sep, path = item.partition("=")
-        if not sep or not Path(path).is_file():
-            raise SystemExit(f"--checkpoint {item!r}: expected NAME=PATH to an existing reliev3r-export-ffrm file")
-        checkpoints[name] = Path(path)
+    from reliev3r_ns.cli import named_checkpoints
+
+    checkpoints = named_checkpoints(args.checkpoint)
     if args.lpips_stand_in:
         install_lpips_stand_in()
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig

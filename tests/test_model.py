@@ -146,6 +146,28 @@ def test_config_dict_round_trip_rejects_unknown_keys():
         FFRMConfig.from_dict({**config.to_dict(), "mystery": 1})
 
 
+def test_camera_translation_init_std_sets_how_far_apart_cameras_start(tmp_path):
+    # Same seed, so the translation weights are the same draw scaled: the camera spread scales with the
+    # std exactly, and nothing else in the network changes.
+    images = torch.rand(1, 4, 3, 64, 64)
+    outputs, spreads = [], []
+    for std in (1e-3, 1e-1):
+        model = tiny(camera_translation_init_std=std)
+        with torch.no_grad():
+            outputs.append(model(images))
+        centres = outputs[-1].cam_to_world[0, :, :3, 3]
+        spreads.append(float((centres - centres.mean(0)).norm(dim=-1).mean()))
+    assert ffrm_config("tiny").camera_translation_init_std == 1e-3
+    assert spreads[0] > 0 and spreads[1] == pytest.approx(100 * spreads[0], rel=1e-4)
+    assert torch.equal(outputs[0].depth, outputs[1].depth)
+    torch.testing.assert_close(outputs[0].cam_to_world[..., :3, :3], outputs[1].cam_to_world[..., :3, :3])
+    loaded = FFRM.from_checkpoint(model.save_checkpoint(tmp_path / "ffrm.pt"))
+    assert loaded.config.camera_translation_init_std == 1e-1
+    # A checkpoint written before the field existed loads with the default.
+    old = FFRMConfig.from_dict({k: v for k, v in model.config.to_dict().items() if k != "camera_translation_init_std"})
+    assert old.camera_translation_init_std == 1e-3
+
+
 def test_infer_returns_input_resolution_for_any_image_size(tmp_path):
     model = tiny()
     rng = np.random.default_rng(0)

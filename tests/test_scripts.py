@@ -192,6 +192,19 @@ def test_viewer_snapshot_writes_a_picture(tmp_path, small_data):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the message for machines without CUDA")
+def test_named_checkpoints_parse_and_name_what_is_wrong(tmp_path):
+    from reliev3r_ns.cli import named_checkpoints
+
+    (tmp_path / "a.pt").write_bytes(b"x")
+    (tmp_path / "b.pt").write_bytes(b"x")
+    assert named_checkpoints([f"weak={tmp_path / 'a.pt'}", f"full={tmp_path / 'b.pt'}"]) == {"weak": tmp_path / "a.pt", "full": tmp_path / "b.pt"}
+    for items, message in (([str(tmp_path / "a.pt")], "expected NAME=PATH"), ([f"weak={tmp_path / 'c.pt'}"], "c.pt.*expected NAME=PATH"),
+                           ([f"={tmp_path / 'a.pt'}"], "expected NAME=PATH"),
+                           ([f"weak={tmp_path / 'a.pt'}", f"weak={tmp_path / 'b.pt'}"], "'weak' is given twice")):
+        with pytest.raises(SystemExit, match=message):
+            named_checkpoints(items)
+
+
 def test_splatfacto_on_ffrm_says_it_needs_cuda(tmp_path):
     # splatfacto runs only on CUDA (gsplat's kernels); without it the script says so before any work.
     with pytest.raises(SystemExit, match="needs CUDA"):

@@ -83,6 +83,19 @@ def test_trainer_runs_exports_and_the_export_loads_without_nerfstudio(small_data
     torch.testing.assert_close(prediction.depth, expected.depth[0])
 
 
+def test_model_config_passes_the_camera_translation_init_to_the_network():
+    from nerfstudio.data.scene_box import SceneBox
+
+    from reliev3r_ns.training.model import Reliev3rModelConfig
+
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    for std in (None, 0.5):
+        config = Reliev3rModelConfig() if std is None else Reliev3rModelConfig(camera_translation_init_std=std)
+        model = config.setup(scene_box=box, num_train_data=1)
+        assert model.ffrm.config.camera_translation_init_std == (1e-3 if std is None else std)
+        assert float(model.ffrm.camera_head.translation.weight.detach().std()) == pytest.approx(model.ffrm.config.camera_translation_init_std, rel=0.1)
+
+
 def test_supervised_sibling_needs_gt(small_data, tmp_path):
     trainer = make_trainer(small_data, tmp_path, 2, method="reliev3r-supervised", clips_per_batch=1, max_views=3)
     trainer.train()  # synthetic scenes have GT: it trains

@@ -68,6 +68,8 @@ class FFRMConfig:
     dense_features: int = 48
     dense_layer_dims: Tuple[int, int, int, int] = (24, 48, 96, 192)
     camera_hidden: int = 256
+    camera_translation_init_std: float = 1e-3
+    """Std of the camera head's translation weights at initialisation (how far apart cameras start)."""
     fov_range_degrees: Tuple[float, float] = (15.0, 150.0)
     gradient_checkpointing: bool = False
 
@@ -144,7 +146,8 @@ class FFRM(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = AlternatingAttentionBackbone(config)
-        self.camera_head = CameraHead(config.embed_dim, config.camera_hidden, config.num_registers, config.fov_range_degrees)
+        self.camera_head = CameraHead(config.embed_dim, config.camera_hidden, config.num_registers, config.fov_range_degrees,
+                                      config.camera_translation_init_std)
         self.dense_head = DenseHead(config.embed_dim, config.dense_layer_dims, config.dense_features)
         self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)

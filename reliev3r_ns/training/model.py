@@ -31,6 +31,9 @@ class Reliev3rModelConfig(ModelConfig):
     reference: Literal["none", "first"] = "none"
     """'none': pi3-style permutation-equivariant (Reliev3R); 'first': VGGT-style reference view."""
     gradient_checkpointing: bool = False
+    camera_translation_init_std: float = 1e-3
+    """Std of the camera head's translation weights at initialisation. The default starts every camera of
+    a clip at nearly one point (predicted depth / baseline ~2000x the true ratio); 1.0 starts them ~2x."""
     bf16: bool = False
     """Run the network under bf16 autocast (GPUs from Ampere on); poses, depth, geometry and losses
     stay float32. nerfstudio's own ``--mixed-precision`` is fp16 with a grad scaler, which this
@@ -43,7 +46,9 @@ class Reliev3rModel(Model):
 
     def populate_modules(self) -> None:
         super().populate_modules()
-        self.ffrm = FFRM(ffrm_config(self.config.model_size, reference=self.config.reference, gradient_checkpointing=self.config.gradient_checkpointing))
+        self.ffrm = FFRM(ffrm_config(self.config.model_size, reference=self.config.reference,
+                                     gradient_checkpointing=self.config.gradient_checkpointing,
+                                     camera_translation_init_std=self.config.camera_translation_init_std))
 
     def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
         return {"ffrm": list(self.ffrm.parameters())}

@@ -20,7 +20,8 @@ Tensor = torch.Tensor
 
 
 class CameraHead(nn.Module):
-    def __init__(self, dim: int, hidden: int, num_registers: int, fov_range_degrees: Tuple[float, float]) -> None:
+    def __init__(self, dim: int, hidden: int, num_registers: int, fov_range_degrees: Tuple[float, float],
+                 translation_init_std: float = 1e-3) -> None:
         super().__init__()
         self.num_registers = num_registers
         self.fov_range = tuple(math.radians(f) for f in fov_range_degrees)
@@ -29,10 +30,13 @@ class CameraHead(nn.Module):
         self.rotation = nn.Linear(hidden, 6)
         self.translation = nn.Linear(hidden, 3)
         self.fov = nn.Linear(hidden, 1)
-        # Start near identity rotations, zero translations and the middle of the fov range, with
-        # small (not zero) weights so every parameter gets a gradient from the first step.
-        for layer in (self.rotation, self.translation, self.fov):
-            nn.init.normal_(layer.weight, std=1e-3)
+        # Start near identity rotations and the middle of the fov range, with small (not zero) weights
+        # so every parameter gets a gradient from the first step. Translations start as small as
+        # ``translation_init_std`` makes them: the default puts every camera of a clip at nearly one
+        # point (a depth / baseline ratio in the thousands), which the weak losses alone cannot tell
+        # from a scene at infinity; a larger value starts the cameras apart.
+        for layer, std in ((self.rotation, 1e-3), (self.translation, translation_init_std), (self.fov, 1e-3)):
+            nn.init.normal_(layer.weight, std=std)
             nn.init.zeros_(layer.bias)
         with torch.no_grad():
             self.rotation.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
