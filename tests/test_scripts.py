@@ -191,7 +191,6 @@ def test_viewer_snapshot_writes_a_picture(tmp_path, small_data):
     assert image.width == 2 * image.height * 4 // 3  # one overview panel and the view / render pair
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the message for machines without CUDA")
 def test_named_checkpoints_parse_and_name_what_is_wrong(tmp_path):
     from reliev3r_ns.cli import named_checkpoints
 
@@ -205,6 +204,7 @@ def test_named_checkpoints_parse_and_name_what_is_wrong(tmp_path):
             named_checkpoints(items)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message for machines without CUDA")
 def test_splatfacto_on_ffrm_says_it_needs_cuda(tmp_path):
     # splatfacto runs only on CUDA (gsplat's kernels); without it the script says so before any work.
     with pytest.raises(SystemExit, match="needs CUDA"):

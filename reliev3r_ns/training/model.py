@@ -33,7 +33,8 @@ class Reliev3rModelConfig(ModelConfig):
     gradient_checkpointing: bool = False
     camera_translation_init_std: float = 1e-3
     """Std of the camera head's translation weights at initialisation. The default starts every camera of
-    a clip at nearly one point (predicted depth / baseline ~2000x the true ratio); 1.0 starts them ~2x."""
+    a clip at nearly one point (tiny preset: predicted depth / baseline ~1700x the true ratio); 1.0 starts
+    it at ~2x. A larger start did not help the weak model at CPU scale (README, "What did not help")."""
     bf16: bool = False
     """Run the network under bf16 autocast (GPUs from Ampere on); poses, depth, geometry and losses
     stay float32. nerfstudio's own ``--mixed-precision`` is fp16 with a grad scaler, which this
