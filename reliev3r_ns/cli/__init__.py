@@ -21,15 +21,15 @@ def run_cli(command_type: Any, description: str, user_errors: Tuple[Type[BaseExc
         sys.exit(2)
 
 
-def named_checkpoints(items: Sequence[str], flag: str = "--checkpoint") -> Dict[str, Path]:
-    """``NAME=PATH`` arguments (several FFRM checkpoints to compare) as {name: path}. Exits with a message
+def named_checkpoints(items: Sequence[str]) -> Dict[str, Path]:
+    """``--checkpoint NAME=PATH`` arguments (several FFRM checkpoints to compare) as {name: path}. Exits with a message
     naming the argument when one has no ``=``, names a file that does not exist, or repeats a name."""
     checkpoints: Dict[str, Path] = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not Path(path).is_file():
-            raise SystemExit(f"{flag} {item!r}: expected NAME=PATH to an existing reliev3r-export-ffrm file")
+            raise SystemExit(f"--checkpoint {item!r}: expected NAME=PATH to an existing reliev3r-export-ffrm file")
         if name in checkpoints:
-            raise SystemExit(f"{flag} {item!r}: the name {name!r} is given twice; give each checkpoint its own name")
+            raise SystemExit(f"--checkpoint {item!r}: the name {name!r} is given twice; give each checkpoint its own name")
         checkpoints[name] = Path(path)
     return checkpoints
