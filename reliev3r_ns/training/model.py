@@ -19,7 +19,7 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from reliev3r_ns.eval import depth_metrics, pose_metrics
 from reliev3r_ns.geometry import cam_to_world_opengl_to_opencv, intrinsics_nerfstudio_to_opencv, invert_pose, splat_points, transform_points
 from reliev3r_ns.losses import GeometryPrediction, GroundTruth, Reliev3rLossConfig, WeakLabels, compute_loss
-from reliev3r_ns.model import FFRM, ModelSize, ffrm_config
+from reliev3r_ns.model import FFRM, FFRMConfig, ModelSize, ffrm_config
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Reliev3rModelConfig(ModelConfig):
     reference: Literal["none", "first"] = "none"
     """'none': pi3-style permutation-equivariant (Reliev3R); 'first': VGGT-style reference view."""
     gradient_checkpointing: bool = False
-    camera_translation_init_std: float = 1e-3
+    camera_translation_init_std: float = FFRMConfig.camera_translation_init_std
     """Std of the camera head's translation weights at initialisation. The default starts every camera of
     a clip at nearly one point (tiny preset: predicted depth / baseline ~1700x the true ratio); 1.0 starts
     it at ~2x. A larger start did not help the weak model at CPU scale (README, "What did not help")."""

@@ -21,7 +21,7 @@ Tensor = torch.Tensor
 
 class CameraHead(nn.Module):
     def __init__(self, dim: int, hidden: int, num_registers: int, fov_range_degrees: Tuple[float, float],
-                 translation_init_std: float = 1e-3) -> None:
+                 translation_init_std: float) -> None:
         super().__init__()
         self.num_registers = num_registers
         self.fov_range = tuple(math.radians(f) for f in fov_range_degrees)
