@@ -127,6 +127,20 @@ def test_generation_resumes_and_refuses_to_mix_configs(tmp_path):
         generate_dataset(tmp_path, 3, seed=2, config=config, show_progress=False)
 
 
+def test_worker_processes_write_the_same_scenes_as_one_process(tmp_path):
+    config = SyntheticSceneConfig(width=32, height=24, num_views=2, supersample=1, texture_size=64)
+    one = generate_dataset(tmp_path / "one", 3, seed=5, config=config, show_progress=False)
+    (tmp_path / "two").mkdir()
+    shutil.copytree(one[0], tmp_path / "two" / one[0].name)  # resumes: only scenes 1 and 2 are rendered
+    two = generate_dataset(tmp_path / "two", 3, seed=5, config=config, show_progress=False, workers=2)
+    for a, b in zip(one, two):
+        files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+        for name in files:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), f"{b / name} differs"
+    assert not list((tmp_path / "two").glob(".*tmp*"))
+
+
 def test_bad_scene_files_give_errors_naming_the_file(dataset, tmp_path):
     scene_dir = tmp_path / "scene"
     shutil.copytree(sorted(dataset.glob("scene_*"))[0], scene_dir)

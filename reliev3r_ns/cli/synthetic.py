@@ -25,11 +25,15 @@ class Generate:
     scene: SyntheticSceneConfig = field(default_factory=SyntheticSceneConfig)
     preview: bool = True
     """Also write OUTPUT_DIR/preview.png showing the first scene."""
+    workers: int = 1
+    """Scenes rendered in parallel worker processes (the same scenes as with one)."""
 
     def main(self) -> None:
         from reliev3r_ns.data.synthetic_dataset import generate_dataset
 
-        scenes = generate_dataset(self.output_dir, self.num_scenes, seed=self.seed, config=self.scene)
+        if self.workers < 1:
+            raise ValueError("--workers must be >= 1")
+        scenes = generate_dataset(self.output_dir, self.num_scenes, seed=self.seed, config=self.scene, workers=self.workers)
         _finish(self.output_dir, scenes[0] if self.preview else None)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List
@@ -56,8 +58,11 @@ def generate_dataset(
     seed: int = 0,
     config: SyntheticSceneConfig = SyntheticSceneConfig(),
     show_progress: bool = True,
+    workers: int = 1,
 ) -> List[Path]:
     """Generate (or finish generating) ``num_scenes`` scenes under ``output_dir``; returns their folders.
+
+    ``workers`` > 1 renders scenes in that many processes; the scenes are the same as with one.
 
     Raises:
         ValueError: when ``output_dir`` already holds a dataset made with another version, seed or config.
@@ -89,28 +94,46 @@ def generate_dataset(
     from rich.progress import Progress
 
     with Progress(disable=not show_progress or not todo, transient=False) as progress:
-        task = progress.add_task(f"rendering {len(todo)} scenes into {output_dir}", total=len(todo))
-        for index in todo:
-            s = scene_seed(seed, index)
-            rendered = generate_scene(s, config)
-            write_scene(
-                scene_dirs[index],
-                rendered.images,
-                rendered.cam_to_world,
-                rendered.intrinsics,
-                depths=rendered.depths,
-                metadata={
-                    "generator": "reliev3r-synthetic",
-                    "version": SYNTHETIC_VERSION,
-                    "dataset_seed": seed,
-                    "index": index,
-                    **rendered.metadata,
-                    "config": meta["config"],
-                    "depth_unit": "metres (z-depth)",
-                },
-            )
-            progress.advance(task)
+        task = progress.add_task(f"rendering {len(todo)} scenes into {output_dir}" + (f" ({workers} workers)" if workers > 1 else ""), total=len(todo))
+        if workers <= 1 or len(todo) <= 1:
+            for index in todo:
+                _render_scene(scene_dirs[index], index, seed, config, meta["config"])
+                progress.advance(task)
+        else:
+            # spawn: the parent may hold torch / OpenMP thread pools that fork would copy. Scene k's
+            # seed depends only on (seed, k), so the workers write exactly what one process would.
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+                futures = [pool.submit(_render_scene, scene_dirs[index], index, seed, config, meta["config"]) for index in todo]
+                for future in as_completed(futures):
+                    future.result()
+                    progress.advance(task)
     return scene_dirs
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one scene per core; rendering is batched tensor work
+
+
+def _render_scene(scene_dir: Path, index: int, seed: int, config: SyntheticSceneConfig, config_meta: Dict) -> None:
+    rendered = generate_scene(scene_seed(seed, index), config)
+    write_scene(
+        scene_dir,
+        rendered.images,
+        rendered.cam_to_world,
+        rendered.intrinsics,
+        depths=rendered.depths,
+        metadata={
+            "generator": "reliev3r-synthetic",
+            "version": SYNTHETIC_VERSION,
+            "dataset_seed": seed,
+            "index": index,
+            **rendered.metadata,
+            "config": config_meta,
+            "depth_unit": "metres (z-depth)",
+        },
+    )
 
 
 def ensure_default_dataset(show_progress: bool = True) -> Dict[str, Path]:
