@@ -3,7 +3,8 @@
 Each configuration runs in a fresh process through nerfstudio's Trainer exactly as ``ns-train``
 builds it (the ``reliev3r`` method config: datamanager clips, FFRM, weak losses, AdamW step), on
 synthetic scenes rendered once into a temporary folder. After ``--warmup`` iterations, ``--steps``
-iterations of ``Trainer.train_iteration`` are timed. Printed per row: seconds per iteration, views
+iterations of ``Trainer.train_iteration`` with the training callbacks around it (as ``Trainer.train``
+runs them) are timed, and their mean is reported. Printed per row: seconds per iteration, views
 per second (clips x views / time), the peak memory (CUDA allocator peak on GPU; the process's
 maximum resident set on CPU, coarser), and the throughput relative to the first row
 (measured in the same run). With ``--bf16`` every preset also runs under bf16 autocast and the
@@ -59,21 +60,32 @@ def measure(preset: str, bf16: bool, size, clips: int, views: int, data: Path, w
         if device == "cuda":
             torch.cuda.synchronize()
 
-    for step in range(warmup):
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
+    def one_step(step: int) -> None:
+        # What Trainer.train does per step, less logging, eval and saving: the callbacks (the model's
+        # tells it which steps are logged) around train_iteration.
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
         trainer.train_iteration(step)
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+
+    for step in range(warmup):
+        one_step(step)
     sync()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
     for step in range(warmup, warmup + steps):
         start = time.perf_counter()
-        trainer.train_iteration(step)
+        one_step(step)
         sync()
         times.append(time.perf_counter() - start)
     # GPU: everything the allocator held at its peak (weights, optimiser state, activations). CPU: the
     # process's maximum resident set, which also counts Python, nerfstudio and the scenes in memory.
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    seconds = statistics.median(times)
+    seconds = statistics.mean(times)  # a mean: the steps nerfstudio logs cost more (GT metrics) and count
     batching = []  # assembling a batch (inside each iteration above), timed on its own
     for step in range(steps):
         start = time.perf_counter()
@@ -136,7 +148,7 @@ def main(argv=None) -> List[Dict]:
                     console.print(f"  {preset} {'bf16' if bf16 else 'fp32'}: {row['views_per_s']:.1f} views/s, peak {row['peak_MiB']:.0f} MiB", highlight=False)
 
     measured = [r for r in rows if "views_per_s" in r]
-    table = Table(title=f"ns-train reliev3r throughput on {device_label}: {args.clips} clip(s) x {args.views} views per step, median of {args.steps}")
+    table = Table(title=f"ns-train reliev3r throughput on {device_label}: {args.clips} clip(s) x {args.views} views per step, mean of {args.steps}")
     for column in ("preset", "precision", "size", "params (M)", "s / iter", "views / s", f"x {measured[0]['preset'] if measured else ''}", "peak MiB", "batching"):
         table.add_column(column, justify="right")
     for r in rows:

@@ -96,6 +96,26 @@ def test_model_config_passes_the_camera_translation_init_to_the_network():
         assert float(model.ffrm.camera_head.translation.weight.detach().std()) == pytest.approx(model.ffrm.config.camera_translation_init_std, rel=0.1)
 
 
+def test_training_gt_metrics_are_computed_only_on_the_steps_the_trainer_logs(small_data, tmp_path):
+    trainer = make_trainer(small_data, tmp_path, 11, clips_per_batch=1, max_views=3, steps_per_log=5)
+    with_gt_metrics = {}
+    iteration = trainer.train_iteration
+
+    def recording(step):
+        loss, loss_dict, metrics = iteration(step)
+        with_gt_metrics[step] = "pose_auc30" in metrics and "depth_tau" in metrics
+        assert "confidence_mean" in metrics
+        return loss, loss_dict, metrics
+
+    trainer.train_iteration = recording
+    trainer.train()
+    assert [step for step, has in sorted(with_gt_metrics.items()) if has] == [0, 5, 10]
+    # Outside training (eval batches, scripts calling the model directly) they are always computed.
+    model = trainer.pipeline.model.eval()
+    batch, _ = trainer.pipeline.datamanager.next_train(0)
+    assert "pose_auc30" in model.get_metrics_dict(model(batch), batch)
+
+
 def test_supervised_sibling_needs_gt(small_data, tmp_path):
     trainer = make_trainer(small_data, tmp_path, 2, method="reliev3r-supervised", clips_per_batch=1, max_views=3)
     trainer.train()  # synthetic scenes have GT: it trains

@@ -18,7 +18,7 @@ def make_small_data(root: Path) -> Path:
 
 
 def make_trainer(small_data: Path, tmp_path: Path, iterations: int, method: str = "reliev3r", lr: float = 3e-4, vis: str = "tensorboard", pipeline=None, viewer=None,
-                 model=None, local_rank: int = 0, world_size: int = 1, **datamanager):
+                 model=None, local_rank: int = 0, world_size: int = 1, steps_per_log: int = 10, **datamanager):
     from reliev3r_ns.method_configs.reliev3r import reliev3r_method, reliev3r_supervised_method
 
     config = copy.deepcopy((reliev3r_method if method == "reliev3r" else reliev3r_supervised_method).config)
@@ -28,6 +28,7 @@ def make_trainer(small_data: Path, tmp_path: Path, iterations: int, method: str 
     config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
     config.machine.device_type = "cpu"
     config.vis = vis
+    config.logging.steps_per_log = steps_per_log
     for key, value in (pipeline or {}).items():
         setattr(config.pipeline, key, value)
     for key, value in (viewer or {}).items():

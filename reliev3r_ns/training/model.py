@@ -2,18 +2,19 @@
 
 ``get_outputs`` runs the FFRM on a batch of clips; ``get_loss_dict`` is the objective of
 :mod:`reliev3r_ns.losses.objective` (one switch for weak / full); ``get_metrics_dict`` adds pose AUC@30,
-RRA / RTA and depth AbsRel / delta / tau whenever the clip has ground truth. Ground truth never
-reaches the weak loss.
+RRA / RTA and depth AbsRel / delta / tau whenever the clip has ground truth (in training, only on the
+steps the Trainer logs). Ground truth never reaches the weak loss.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Tuple, Type
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
 
 from reliev3r_ns.eval import depth_metrics, pose_metrics
@@ -47,12 +48,34 @@ class Reliev3rModel(Model):
 
     def populate_modules(self) -> None:
         super().populate_modules()
+        # Set by the Trainer's callbacks: the current step and how often nerfstudio logs training metrics.
+        self._train_step: Optional[int] = None
+        self._steps_per_log = 1
         self.ffrm = FFRM(ffrm_config(self.config.model_size, reference=self.config.reference,
                                      gradient_checkpointing=self.config.gradient_checkpointing,
                                      camera_translation_init_std=self.config.camera_translation_init_std))
 
     def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
         return {"ffrm": list(self.ffrm.parameters())}
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        trainer = training_callback_attributes.trainer
+        if trainer is not None:
+            self._steps_per_log = trainer.config.logging.steps_per_log
+
+        def remember_step(step: int) -> None:
+            self._train_step = step
+
+        return [TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], func=remember_step)]
+
+    def _logs_this_step(self) -> bool:
+        """Whether the Trainer writes this training step's metrics (its ``step_check``, run at zero).
+        The GT pose / depth metrics cost ~1500 small tensor ops per clip (each a kernel launch and
+        some a host sync on a GPU); on the steps nerfstudio does not log they were thrown away, yet
+        took most of a small preset's GPU step (H200, tiny, 16 clips: README, Throughput)."""
+        if not self.training or self._train_step is None:
+            return True
+        return self._steps_per_log > 0 and self._train_step % self._steps_per_log == 0
 
     def get_outputs(self, batch: Dict) -> Dict:
         images = batch["images"]
@@ -83,6 +106,9 @@ class Reliev3rModel(Model):
     def get_metrics_dict(self, outputs: Dict, batch: Dict) -> Dict[str, torch.Tensor]:
         metrics: Dict[str, torch.Tensor] = {}
         p = outputs["prediction"]
+        metrics["confidence_mean"] = p.confidence.detach().mean()
+        if not self._logs_this_step():
+            return metrics
         if "gt_cam_to_world" in batch:
             per_clip = [pose_metrics(p.cam_to_world[b].float(), batch["gt_cam_to_world"][b]) for b in range(p.cam_to_world.shape[0])]
             for key in per_clip[0]:
@@ -91,7 +117,6 @@ class Reliev3rModel(Model):
             per_clip = [depth_metrics(p.depth[b].detach().float(), batch["gt_depth"][b]) for b in range(p.depth.shape[0])]
             for key in per_clip[0]:
                 metrics[key] = torch.tensor(float(np.mean([m[key] for m in per_clip])))
-        metrics["confidence_mean"] = p.confidence.detach().mean()
         return metrics
 
     @torch.no_grad()
