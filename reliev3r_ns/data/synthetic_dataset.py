@@ -102,7 +102,8 @@ def generate_dataset(
         else:
             # spawn: the parent may hold torch / OpenMP thread pools that fork would copy. Scene k's
             # seed depends only on (seed, k), so the workers write exactly what one process would.
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)) as pool:
                 futures = [pool.submit(_render_scene, scene_dirs[index], index, seed, config, meta["config"]) for index in todo]
                 for future in as_completed(futures):
                     future.result()
@@ -110,10 +111,10 @@ def generate_dataset(
     return scene_dirs
 
 
-def _init_worker() -> None:
+def _init_worker(threads: int) -> None:
     import torch
 
-    torch.set_num_threads(1)  # one scene per core; rendering is batched tensor work
+    torch.set_num_threads(threads)  # a share of the cores each, not a machine-wide pool per process
 
 
 def _render_scene(scene_dir: Path, index: int, seed: int, config: SyntheticSceneConfig, config_meta: Dict) -> None:

@@ -3,6 +3,7 @@ training datamanager (``--pipeline.datamanager.label-workers``)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -20,8 +21,13 @@ Result = Tuple[Path, str, str]  # (scene, "ok" | "failed", details)
 _WORKER: Optional[Labeller] = None
 
 
-def _init_worker(config: PseudoLabelConfig, root: Path) -> None:
+def _init_worker(config: PseudoLabelConfig, root: Path, threads: int) -> None:
     global _WORKER
+    import torch
+
+    # A share of the cores each: otherwise every process starts a thread pool as wide as the machine
+    # (16 workers on 16 cores: 256 threads).
+    torch.set_num_threads(threads)
     _WORKER = Labeller(config, LabelCache(root))
 
 
@@ -42,7 +48,8 @@ def label_in_processes(config: PseudoLabelConfig, root: Path, scenes: List[Path]
     """Label ``scenes`` into the cache at ``root`` with ``workers`` processes; results as they finish."""
     config.build_matcher()  # a matcher that cannot be built fails here, with its message, not in every worker
     # spawn: teachers may hold CUDA / OpenMP state that fork would copy.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(config, root)) as pool:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(config, root, threads)) as pool:
         futures = [pool.submit(label_scene, scene) for scene in scenes]
         for future in as_completed(futures):
             yield future.result()
