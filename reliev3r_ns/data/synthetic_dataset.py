@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from dataclasses import asdict
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Dict, List
 
