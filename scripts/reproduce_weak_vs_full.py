@@ -163,6 +163,11 @@ def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args
         torch.set_num_threads(threads)
     config = make_config(variant, train, evaluation, workdir / "outputs", args.label_cache or workdir / "labels", args)
     trainer = setup_trainer(config)
+    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+
+    stamps = []  # wall clock after each step: a step time without start-up and warm-up, to size later runs
+    trainer.callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                                              func=lambda step: stamps.append(time.perf_counter())))
     started = time.perf_counter()
     before = evaluate_clips(trainer.pipeline) if variant == args.variants[0] else None
     trainer.pipeline.model.train()
@@ -176,7 +181,10 @@ def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args
     # What made the row, so a JSON kept beside the README says which overrides and seed it measured.
     settings = {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": config.machine.seed,
                 "set": list(args.set), "data": str(args.data) if args.data else None}
-    return {"variant": variant, "seconds": seconds, "settings": settings, "metrics": after, "initial": before, "training_clips": fit}
+    late = np.diff(stamps[len(stamps) // 2:])
+    step_seconds = float(late.mean()) if len(late) else None  # mean over the second half of the run
+    return {"variant": variant, "seconds": seconds, "step_seconds": step_seconds, "settings": settings, "metrics": after,
+            "initial": before, "training_clips": fit}
 
 
 def data_folders(args) -> tuple:

@@ -32,6 +32,7 @@ def test_reproduce_weak_vs_full_quick(capsys, tmp_path):
             assert math.isfinite(r["metrics"][key]), (r["variant"], key)
         assert math.isfinite(r["training_clips"]["rotation_error_deg"])
         assert r["metrics"]["depth_to_baseline_vs_gt"] > 0
+        assert 0 < r["step_seconds"] < r["seconds"] / 10  # quick runs 30 steps
     out = capsys.readouterr().out
     assert "| weak |" in out and "| full |" in out and "weak / full" in out
     assert "| weak | training |" in out and "| full | held-out |" in out
