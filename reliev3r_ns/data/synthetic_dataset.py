@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 
+from reliev3r_ns.data.process_pool import scene_process_pool
 from reliev3r_ns.data.scene_io import write_scene
 from reliev3r_ns.data.synthetic import SyntheticSceneConfig, generate_scene
 
@@ -100,21 +100,13 @@ def generate_dataset(
                 _render_scene(scene_dirs[index], index, seed, config, meta["config"])
                 progress.advance(task)
         else:
-            # spawn: the parent may hold torch / OpenMP thread pools that fork would copy. Scene k's
-            # seed depends only on (seed, k), so the workers write exactly what one process would.
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)) as pool:
+            # Scene k's seed depends only on (seed, k), so the workers write exactly what one process would.
+            with scene_process_pool(workers) as pool:
                 futures = [pool.submit(_render_scene, scene_dirs[index], index, seed, config, meta["config"]) for index in todo]
                 for future in as_completed(futures):
                     future.result()
                     progress.advance(task)
     return scene_dirs
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)  # a share of the cores each, not a machine-wide pool per process
 
 
 def _render_scene(scene_dir: Path, index: int, seed: int, config: SyntheticSceneConfig, config_meta: Dict) -> None:

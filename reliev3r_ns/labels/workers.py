@@ -3,13 +3,12 @@ training datamanager (``--pipeline.datamanager.label-workers``)."""
 
 from __future__ import annotations
 
-import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
+from reliev3r_ns.data.process_pool import scene_process_pool
 from reliev3r_ns.data.scene_io import SceneFormatError
 from reliev3r_ns.labels.cache import LabelCache
 from reliev3r_ns.labels.pipeline import Labeller, PseudoLabelConfig
@@ -21,13 +20,8 @@ Result = Tuple[Path, str, str]  # (scene, "ok" | "failed", details)
 _WORKER: Optional[Labeller] = None
 
 
-def _init_worker(config: PseudoLabelConfig, root: Path, threads: int) -> None:
+def _init_worker(config: PseudoLabelConfig, root: Path) -> None:
     global _WORKER
-    import torch
-
-    # A share of the cores each: otherwise every process starts a thread pool as wide as the machine
-    # (16 workers on 16 cores: 256 threads).
-    torch.set_num_threads(threads)
     _WORKER = Labeller(config, LabelCache(root))
 
 
@@ -47,9 +41,7 @@ def label_scene(scene: Path, labeller: Optional[Labeller] = None, progress: Opti
 def label_in_processes(config: PseudoLabelConfig, root: Path, scenes: List[Path], workers: int) -> Iterator[Result]:
     """Label ``scenes`` into the cache at ``root`` with ``workers`` processes; results as they finish."""
     config.build_matcher()  # a matcher that cannot be built fails here, with its message, not in every worker
-    # spawn: teachers may hold CUDA / OpenMP state that fork would copy.
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(config, root, threads)) as pool:
+    with scene_process_pool(workers, _init_worker, (config, root)) as pool:
         futures = [pool.submit(label_scene, scene) for scene in scenes]
         for future in as_completed(futures):
             yield future.result()
