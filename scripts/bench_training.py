@@ -91,11 +91,23 @@ def measure(preset: str, bf16: bool, size, clips: int, views: int, data: Path, w
         start = time.perf_counter()
         trainer.pipeline.datamanager.next_train(step)
         batching.append(time.perf_counter() - start)
+    # Tensor ops dispatched per step (on a GPU each is at least a kernel launch, so for a small model
+    # their count, not the arithmetic, sets the step time), on a step nerfstudio logs and one it does not.
+    from torch.profiler import ProfilerActivity, profile
+
+    def count_ops(step: int) -> int:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            one_step(step)
+        return sum(event.count for event in prof.key_averages() if event.key.startswith("aten::"))
+
+    every = max(1, trainer.config.logging.steps_per_log)
+    logged = (warmup + steps + every) // every * every
+    ops_logged, ops_unlogged = count_ops(logged), count_ops(logged + 1) if every > 1 else None
     return {
         "preset": preset, "bf16": bf16, "size": f"{size[1]}x{size[0]}", "clips": clips, "views": views,
         "params_M": trainer.pipeline.model.ffrm.num_parameters() / 1e6,
         "s_per_iter": seconds, "views_per_s": clips * views / seconds, "peak_MiB": peak / 2**20,
-        "batching_share": statistics.median(batching) / seconds,
+        "batching_share": statistics.median(batching) / seconds, "ops_logged_step": ops_logged, "ops_unlogged_step": ops_unlogged,
     }
 
 
@@ -149,15 +161,16 @@ def main(argv=None) -> List[Dict]:
 
     measured = [r for r in rows if "views_per_s" in r]
     table = Table(title=f"ns-train reliev3r throughput on {device_label}: {args.clips} clip(s) x {args.views} views per step, mean of {args.steps}")
-    for column in ("preset", "precision", "size", "params (M)", "s / iter", "views / s", f"x {measured[0]['preset'] if measured else ''}", "peak MiB", "batching"):
+    for column in ("preset", "precision", "size", "params (M)", "s / iter", "views / s", f"x {measured[0]['preset'] if measured else ''}", "peak MiB", "batching",
+                   "tensor ops / step"):
         table.add_column(column, justify="right")
     for r in rows:
         if "views_per_s" not in r:
-            table.add_row(r["preset"], "bf16" if r["bf16"] else "fp32", r["size"], "", "", r["note"], "", "", "")
+            table.add_row(r["preset"], "bf16" if r["bf16"] else "fp32", r["size"], "", "", r["note"], "", "", "", "")
             continue
         table.add_row(r["preset"], "bf16" if r["bf16"] else "fp32", r["size"], f"{r['params_M']:.1f}", f"{r['s_per_iter']:.3f}",
                       f"{r['views_per_s']:.1f}", f"{r['views_per_s'] / measured[0]['views_per_s']:.2f}", f"{r['peak_MiB']:.0f}",
-                      f"{100 * r['batching_share']:.1f} %")
+                      f"{100 * r['batching_share']:.1f} %", f"{r['ops_unlogged_step'] or r['ops_logged_step']} ({r['ops_logged_step']} logged)")
     console.print(table)
     for preset in args.presets:
         pair = {r["bf16"]: r for r in measured if r["preset"] == preset}
