@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils.misc import step_check
 
 from reliev3r_ns.eval import depth_metrics, pose_metrics
 from reliev3r_ns.geometry import cam_to_world_opengl_to_opencv, intrinsics_nerfstudio_to_opencv, invert_pose, splat_points, transform_points
@@ -75,7 +76,7 @@ class Reliev3rModel(Model):
         steps nerfstudio does not log (README, Throughput)."""
         if not self.training or self._train_step is None:
             return True
-        return self._steps_per_log > 0 and self._train_step % self._steps_per_log == 0
+        return step_check(self._train_step, self._steps_per_log, run_at_zero=True)
 
     def get_outputs(self, batch: Dict) -> Dict:
         images = batch["images"]
