@@ -18,7 +18,9 @@ def make_small_data(root: Path) -> Path:
 
 
 def make_trainer(small_data: Path, tmp_path: Path, iterations: int, method: str = "reliev3r", lr: float = 3e-4, vis: str = "tensorboard", pipeline=None, viewer=None,
-                 model=None, local_rank: int = 0, world_size: int = 1, steps_per_log: int = 10, **datamanager):
+                 model=None, local_rank: int = 0, world_size: int = 1, steps_per_log: int = 10, seed: int = 42, **datamanager):
+    from nerfstudio.scripts.train import _set_random_seed
+
     from reliev3r_ns.method_configs.reliev3r import reliev3r_method, reliev3r_supervised_method
 
     config = copy.deepcopy((reliev3r_method if method == "reliev3r" else reliev3r_supervised_method).config)
@@ -27,6 +29,7 @@ def make_trainer(small_data: Path, tmp_path: Path, iterations: int, method: str 
     config.steps_per_save = iterations
     config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
     config.machine.device_type = "cpu"
+    config.machine.seed = seed
     config.vis = vis
     config.logging.steps_per_log = steps_per_log
     for key, value in (pipeline or {}).items():
@@ -46,6 +49,9 @@ def make_trainer(small_data: Path, tmp_path: Path, iterations: int, method: str 
     config.optimizers["ffrm"]["optimizer"].lr = lr
     config.set_timestamp()
     config.save_config()  # what ns-train does before training
+    # ns-train seeds the global RNGs before building the model (its train_loop); without it the
+    # initial weights depend on what ran before in the process.
+    _set_random_seed(seed + local_rank)
     trainer = config.setup(local_rank=local_rank, world_size=world_size)
     trainer.setup()
     return trainer
