@@ -163,6 +163,8 @@ def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args
         torch.set_num_threads(threads)
     config = make_config(variant, train, evaluation, workdir / "outputs", args.label_cache or workdir / "labels", args)
     trainer = setup_trainer(config)
+    if args.evaluate is not None:
+        return evaluate_checkpoint(variant, trainer, args)
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
     stamps = []  # wall clock after each step: a step time without start-up and warm-up, to size later runs
@@ -187,6 +189,22 @@ def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args
             "initial": before, "training_clips": fit}
 
 
+def evaluate_checkpoint(variant: str, trainer, args) -> dict:
+    """No training: the FFRM a run kept with --checkpoints (VARIANT.pt), scored on this data's clips,
+    e.g. on more held-out scenes than it was first scored on."""
+    from reliev3r_ns.model.ffrm import FFRM
+
+    path = args.evaluate / f"{variant}.pt"
+    trainer.pipeline.model.ffrm = FFRM.from_checkpoint(path, map_location=trainer.pipeline.device)
+    after = evaluate_clips(trainer.pipeline)
+    fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
+    release_event_writers()
+    extra = trainer.pipeline.model.ffrm.checkpoint_extra
+    settings = {"checkpoint": str(path), "iterations": extra.get("steps"), "data": str(args.data) if args.data else None}
+    return {"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, "metrics": after,
+            "initial": None, "training_clips": fit}
+
+
 def data_folders(args) -> tuple:
     if not args.quick and args.data is None:
         from reliev3r_ns.data.synthetic_dataset import ensure_default_dataset
@@ -207,8 +225,9 @@ def data_folders(args) -> tuple:
 
 def print_table(results: list, args) -> None:
     print()
-    print(f"held-out synthetic scenes, 8-view clips; {args.model_size} FFRM, {args.iterations} steps x {args.clips} clip(s) of "
-          f"{args.min_views}-{args.max_views} views, lr {args.lr}; {platform.processor() or platform.machine()}, "
+    trained = (f"checkpoints in {args.evaluate} ({', '.join(str(r['settings']['iterations']) for r in results)} steps)" if args.evaluate is not None else
+               f"{args.model_size} FFRM, {args.iterations} steps x {args.clips} clip(s) of {args.min_views}-{args.max_views} views, lr {args.lr}")
+    print(f"held-out synthetic scenes, 8-view clips; {trained}; {platform.processor() or platform.machine()}, "
           f"{'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU ({os.cpu_count()} cores)'}"
           f"{f', {args.jobs} variants at a time' if args.jobs > 1 else ''}")
     header = "| variant | " + " | ".join(name for _, name in COLUMNS) + " | train s |"
@@ -218,7 +237,8 @@ def print_table(results: list, args) -> None:
     if initial:
         print("| (initialisation) | " + " | ".join(f"{initial[k]:.3f}" for k, _ in COLUMNS) + " | |")
     for r in results:
-        print(f"| {r['variant']} | " + " | ".join(f"{r['metrics'][k]:.3f}" for k, _ in COLUMNS) + f" | {r['seconds']:.0f} |")
+        seconds = "" if r["seconds"] is None else f"{r['seconds']:.0f}"
+        print(f"| {r['variant']} | " + " | ".join(f"{r['metrics'][k]:.3f}" for k, _ in COLUMNS) + f" | {seconds} |")
     if any(r["training_clips"] for r in results):
         # Fit vs transfer: a model that does much better on its training clips than on held-out ones overfits.
         print(f"\nfit on {args.train_clips} training clips vs held-out clips:")
@@ -254,6 +274,8 @@ def main(argv=None) -> list:
                         help="torch threads per variant (default: the cores divided by --jobs); set it when running several copies of this script side by side")
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="keep each variant's trained FFRM here as VARIANT.pt (e.g. for bench_vs_colmap.py --checkpoint)")
+    parser.add_argument("--evaluate", type=Path, default=None, metavar="CHECKPOINTS",
+                        help="train nothing: score the VARIANT.pt files a run kept with --checkpoints on this --data (e.g. more held-out scenes)")
     parser.add_argument("--train-clips", type=int, default=12,
                         help="also score this many training scenes' fixed clips (fit vs transfer); 0 for none")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",

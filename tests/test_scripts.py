@@ -114,6 +114,16 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path):
         assert model.num_parameters() > 0
         # reliev3r-process-data runs the network at the size it trained at (it did not: 518 pixels)
         assert model.checkpoint_extra["image_size"] == [96, 128]
+    # --evaluate scores the kept checkpoints without training: on the same (regenerated) quick data they
+    # give the run's own held-out figures back (up to float noise from another thread count).
+    rescored = load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "ckpt"), "--train-clips", "0"])
+    assert [r["variant"] for r in rescored] == ["weak", "full"]
+    for trained, again in zip(results, rescored):
+        assert again["seconds"] is None and again["settings"]["iterations"] == 30
+        assert again["metrics"]["depth_abs_rel"] == pytest.approx(trained["metrics"]["depth_abs_rel"], rel=1e-3)
+        assert again["metrics"]["pose_auc30"] == pytest.approx(trained["metrics"]["pose_auc30"], abs=0.05)
+    with pytest.raises(FileNotFoundError, match="no FFRM checkpoint"):
+        load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "nothing"), "--variants", "weak", "--train-clips", "0"])
 
 
 def _spawned_workers(pid: int) -> list:
