@@ -195,10 +195,12 @@ def evaluate_checkpoint(variant: str, trainer, args) -> dict:
     from reliev3r_ns.model.ffrm import FFRM
 
     path = args.evaluate / f"{variant}.pt"
-    trainer.pipeline.model.ffrm = FFRM.from_checkpoint(path, map_location=trainer.pipeline.device)
-    after = evaluate_clips(trainer.pipeline)
-    fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
-    release_event_writers()
+    try:
+        trainer.pipeline.model.ffrm = FFRM.from_checkpoint(path, map_location=trainer.pipeline.device)
+        after = evaluate_clips(trainer.pipeline)
+        fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
+    finally:
+        release_event_writers()  # also on an unreadable checkpoint: the run's folder is deleted next
     extra = trainer.pipeline.model.ffrm.checkpoint_extra
     settings = {"checkpoint": str(path), "iterations": extra.get("steps"), "data": str(args.data) if args.data else None}
     return {"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, "metrics": after,
@@ -292,6 +294,10 @@ def main(argv=None) -> list:
     args.clips = args.clips or (1 if quick else 2)
     args.min_views = args.min_views or (2 if quick else 4)
     args.max_views = args.max_views or (4 if quick else 8)
+    if args.evaluate is not None:
+        missing = [str(args.evaluate / f"{v}.pt") for v in args.variants if not (args.evaluate / f"{v}.pt").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{', '.join(missing)}: no FFRM checkpoint there; keep a run's with --checkpoints DIR, then pass DIR to --evaluate")
     train, evaluation = data_folders(args)
     results = []
     with tempfile.TemporaryDirectory(prefix="reliev3r-runs-") as workdir:

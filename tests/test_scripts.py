@@ -122,8 +122,17 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path):
         assert again["seconds"] is None and again["settings"]["iterations"] == 30
         assert again["metrics"]["depth_abs_rel"] == pytest.approx(trained["metrics"]["depth_abs_rel"], rel=1e-3)
         assert again["metrics"]["pose_auc30"] == pytest.approx(trained["metrics"]["pose_auc30"], abs=0.05)
-    with pytest.raises(FileNotFoundError, match="no FFRM checkpoint"):
+    with pytest.raises(FileNotFoundError, match="nothing/weak.pt: no FFRM checkpoint"):
         load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "nothing"), "--variants", "weak", "--train-clips", "0"])
+    # An unreadable one fails after the Trainer is built: nerfstudio's module-level event writers must
+    # not be left pointing at the run's deleted folder (later Trainers in the process write to them).
+    from nerfstudio.utils import writer
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "weak.pt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read as a torch checkpoint"):
+        load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "bad"), "--variants", "weak", "--train-clips", "0"])
+    assert writer.EVENT_WRITERS == []
 
 
 def _spawned_workers(pid: int) -> list:
