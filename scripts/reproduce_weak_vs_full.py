@@ -162,9 +162,16 @@ def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args
     if threads:
         torch.set_num_threads(threads)
     config = make_config(variant, train, evaluation, workdir / "outputs", args.label_cache or workdir / "labels", args)
-    trainer = setup_trainer(config)
-    if args.evaluate is not None:
-        return evaluate_checkpoint(variant, trainer, args)
+    try:
+        trainer = setup_trainer(config)
+        return evaluate_checkpoint(variant, trainer, args) if args.evaluate is not None else train_variant(variant, trainer, args)
+    finally:
+        # Setting the Trainer up registered nerfstudio's event writers; drop them however the run ends,
+        # or a later Trainer in this process writes into this run's folder (deleted with the workdir).
+        release_event_writers()
+
+
+def train_variant(variant: str, trainer, args) -> dict:
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
     stamps = []  # wall clock after each step: a step time without start-up and warm-up, to size later runs
@@ -179,9 +186,8 @@ def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args
     fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
     if args.checkpoints is not None:
         trainer.pipeline.export_ffrm(args.checkpoints / f"{variant}.pt", extra={"variant": variant, "steps": args.iterations})
-    release_event_writers()
     # What made the row, so a JSON kept beside the README says which overrides and seed it measured.
-    settings = {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": config.machine.seed,
+    settings = {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": trainer.config.machine.seed,
                 "set": list(args.set), "data": str(args.data) if args.data else None}
     late = np.diff(stamps[len(stamps) // 2:])
     step_seconds = float(late.mean()) if len(late) else None  # mean over the second half of the run
@@ -195,12 +201,9 @@ def evaluate_checkpoint(variant: str, trainer, args) -> dict:
     from reliev3r_ns.model.ffrm import FFRM
 
     path = args.evaluate / f"{variant}.pt"
-    try:
-        trainer.pipeline.model.ffrm = FFRM.from_checkpoint(path, map_location=trainer.pipeline.device)
-        after = evaluate_clips(trainer.pipeline)
-        fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
-    finally:
-        release_event_writers()  # also on an unreadable checkpoint: the run's folder is deleted next
+    trainer.pipeline.model.ffrm = FFRM.from_checkpoint(path, map_location=trainer.pipeline.device)
+    after = evaluate_clips(trainer.pipeline)
+    fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
     extra = trainer.pipeline.model.ffrm.checkpoint_extra
     settings = {"checkpoint": str(path), "iterations": extra.get("steps"), "data": str(args.data) if args.data else None}
     return {"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, "metrics": after,
