@@ -185,7 +185,8 @@ def train_variant(variant: str, trainer, args) -> dict:
     after = evaluate_clips(trainer.pipeline)
     fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
     if args.checkpoints is not None:
-        trainer.pipeline.export_ffrm(args.checkpoints / f"{variant}.pt", extra={"variant": variant, "steps": args.iterations})
+        trainer.pipeline.export_ffrm(args.checkpoints / f"{variant}.pt",
+                                     extra={"variant": variant, "steps": args.iterations, "seed": trainer.config.machine.seed})
     # What made the row, so a JSON kept beside the README says which overrides and seed it measured.
     settings = {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": trainer.config.machine.seed,
                 "set": list(args.set), "data": str(args.data) if args.data else None}
@@ -197,17 +198,27 @@ def train_variant(variant: str, trainer, args) -> dict:
 
 def evaluate_checkpoint(variant: str, trainer, args) -> dict:
     """No training: the FFRM a run kept with --checkpoints (VARIANT.pt), scored on this data's clips,
-    e.g. on more held-out scenes than it was first scored on."""
+    e.g. on more held-out scenes than it was first scored on. The first variant also scores the
+    untrained network of this config's machine.seed (the table's initialisation row, as in training)."""
     from reliev3r_ns.model.ffrm import FFRM
 
     path = args.evaluate / f"{variant}.pt"
-    trainer.pipeline.model.ffrm = FFRM.from_checkpoint(path, map_location=trainer.pipeline.device)
+    checkpoint = FFRM.from_checkpoint(path, map_location=trainer.pipeline.device)
+    seed, trained_from = trainer.config.machine.seed, checkpoint.checkpoint_extra.get("seed")
+    before = None
+    if variant == args.variants[0]:
+        if trained_from is not None and trained_from != seed:
+            print(f"warning: {path} trained from machine.seed={trained_from}; the initialisation row is seed {seed}'s "
+                  f"(pass --set machine.seed={trained_from} for its own)", file=sys.stderr)
+        before = evaluate_clips(trainer.pipeline)
+    trainer.pipeline.model.ffrm = checkpoint
     after = evaluate_clips(trainer.pipeline)
     fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
     extra = trainer.pipeline.model.ffrm.checkpoint_extra
-    settings = {"checkpoint": str(path), "iterations": extra.get("steps"), "data": str(args.data) if args.data else None}
+    settings = {"checkpoint": str(path), "iterations": extra.get("steps"), "trained_from_seed": trained_from,
+                "initialisation_seed": seed if before is not None else None, "data": str(args.data) if args.data else None}
     return {"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, "metrics": after,
-            "initial": None, "training_clips": fit}
+            "initial": before, "training_clips": fit}
 
 
 def data_folders(args) -> tuple:

@@ -122,6 +122,11 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path):
         assert again["seconds"] is None and again["settings"]["iterations"] == 30
         assert again["metrics"]["depth_abs_rel"] == pytest.approx(trained["metrics"]["depth_abs_rel"], rel=1e-3)
         assert again["metrics"]["pose_auc30"] == pytest.approx(trained["metrics"]["pose_auc30"], abs=0.05)
+        assert again["settings"]["trained_from_seed"] == 42
+    # ... and the first variant's initialisation row is the untrained network the run started from.
+    assert rescored[1]["initial"] is None and rescored[0]["settings"]["initialisation_seed"] == 42
+    assert rescored[0]["initial"]["depth_abs_rel"] == pytest.approx(results[0]["initial"]["depth_abs_rel"], rel=1e-3)
+    assert rescored[0]["initial"]["depth_abs_rel"] != pytest.approx(rescored[0]["metrics"]["depth_abs_rel"], rel=1e-3)
     with pytest.raises(FileNotFoundError, match="nothing/weak.pt: no FFRM checkpoint"):
         load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "nothing"), "--variants", "weak", "--train-clips", "0"])
     # An unreadable one fails after the Trainer is built: nerfstudio's module-level event writers must
