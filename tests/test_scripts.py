@@ -97,7 +97,7 @@ def test_reproduce_set_overrides_config_fields():
 
 
 @pytest.mark.slow
-def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path):
+def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys):
     # A subprocess, as people run it: with --jobs the variants train in spawned processes that import the script.
     from reliev3r_ns.model.ffrm import FFRM
 
@@ -127,6 +127,14 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path):
     assert rescored[1]["initial"] is None and rescored[0]["settings"]["initialisation_seed"] == 42
     assert rescored[0]["initial"]["depth_abs_rel"] == pytest.approx(results[0]["initial"]["depth_abs_rel"], rel=1e-3)
     assert rescored[0]["initial"]["depth_abs_rel"] != pytest.approx(rescored[0]["metrics"]["depth_abs_rel"], rel=1e-3)
+    # Another seed's untrained network is still scored, but the mismatch is said out loud.
+    other = load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "ckpt"), "--variants", "weak",
+                                                 "--train-clips", "0", "--set", "machine.seed=7"])
+    assert "trained from machine.seed=42; the initialisation row is seed 7's" in capsys.readouterr().err
+    assert other[0]["settings"]["initialisation_seed"] == 7
+    # (an untrained network's depth barely depends on its seed; its camera directions do)
+    assert other[0]["initial"]["translation_error_deg"] != pytest.approx(results[0]["initial"]["translation_error_deg"], abs=0.1)
+    assert other[0]["metrics"]["depth_abs_rel"] == pytest.approx(rescored[0]["metrics"]["depth_abs_rel"], rel=1e-6)
     with pytest.raises(FileNotFoundError, match="nothing/weak.pt: no FFRM checkpoint"):
         load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "nothing"), "--variants", "weak", "--train-clips", "0"])
     # An unreadable one fails after the Trainer is built: nerfstudio's module-level event writers must
