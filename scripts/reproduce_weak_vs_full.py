@@ -204,7 +204,8 @@ def evaluate_checkpoint(variant: str, trainer, args) -> dict:
 
     path = args.evaluate / f"{variant}.pt"
     checkpoint = FFRM.from_checkpoint(path, map_location=trainer.pipeline.device)
-    seed, trained_from = trainer.config.machine.seed, checkpoint.checkpoint_extra.get("seed")
+    extra = checkpoint.checkpoint_extra
+    seed, trained_from = trainer.config.machine.seed, extra.get("seed")
     before = None
     if variant == args.variants[0]:
         if trained_from is not None and trained_from != seed:
@@ -214,7 +215,6 @@ def evaluate_checkpoint(variant: str, trainer, args) -> dict:
     trainer.pipeline.model.ffrm = checkpoint
     after = evaluate_clips(trainer.pipeline)
     fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
-    extra = trainer.pipeline.model.ffrm.checkpoint_extra
     settings = {"checkpoint": str(path), "iterations": extra.get("steps"), "trained_from_seed": trained_from,
                 "initialisation_seed": seed if before is not None else None, "data": str(args.data) if args.data else None}
     return {"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, "metrics": after,
