@@ -261,3 +261,39 @@ def test_diagnose_weak_objective_ranks_the_truth_below_its_collapse(small_data, 
     assert truth["depth"] == collapsed["depth"]
     assert set(rows) >= {"model random | 1", "model random | 0"}
     assert json.loads((tmp_path / "d.json").read_text())["rows"] == rows
+
+
+def test_plot_weak_vs_full_pairs_runs_by_seed_and_budget(tmp_path, capsys):
+    plot = load("plot_weak_vs_full")
+
+    def row(variant, auc, tau, seed=None, steps=None, overrides=()):
+        settings = {} if seed is None else {"iterations": steps, "seed": seed, "set": list(overrides)}
+        return {"variant": variant, "settings": settings, "metrics": {"pose_auc30": auc, "depth_tau": tau}}
+
+    depth = "pipeline.datamanager.labels.simulated.space=depth"
+    recorded, older = tmp_path / "recorded.json", tmp_path / "older.json"
+    recorded.write_text(json.dumps([
+        row("weak", 0.1, 0.3, 1, 6000, [depth, "machine.seed=1"]), row("full", 0.2, 0.6, 1, 6000, [depth, "machine.seed=1"]),
+        row("weak", 0.3, 0.4, 1, 3000, [depth, "machine.seed=1"]),
+        row("weak", 0.9, 0.9, 1, 6000, ["pipeline.model.loss.reprojection.scale_degrees=10", "machine.seed=1"]),  # a tried change
+        row("no-depth", 0.0, 0.0, 1, 6000, [depth, "machine.seed=1"])]))
+    older.write_text(json.dumps([row("weak", 0.05, 0.1), row("full", 0.15, 0.5)]))  # disparity teacher, no settings
+    output = tmp_path / "plot.png"
+    table = plot.main([str(recorded), str(older), "--unrecorded", f"{older}=1:3000", "--output", str(output)])
+    assert [(r["seed"], r["iterations"]) for r in table] == [(1, 3000), (1, 6000)]
+    # at 3000 steps: the depth-teacher weak run with the older file's sibling; its disparity-teacher weak run left out
+    assert table[0]["ratio_pose_auc30"] == pytest.approx(0.3 / 0.15) and table[0]["ratio_depth_tau"] == pytest.approx(0.4 / 0.5)
+    assert table[1]["ratio_pose_auc30"] == pytest.approx(0.5) and table[1]["ratio_depth_tau"] == pytest.approx(0.5)
+    captured = capsys.readouterr()
+    assert "| 1 | 6000 | 0.100 | 0.200 | 0.50 |" in captured.out and "scale_degrees=10" in captured.err
+    assert output.stat().st_size > 10_000
+
+    # without --unrecorded the older file's rows are named and left out; the 3000-step weak run is drawn alone
+    table = plot.main([str(recorded), str(older), "--output", str(output)])
+    assert [r["iterations"] for r in table] == [6000]
+    captured = capsys.readouterr()
+    assert "no recorded iterations / seed" in captured.err and "seed 1 at 3000 steps (weak only)" in captured.out
+    with pytest.raises(SystemExit, match="also in"):
+        plot.main([str(recorded), str(recorded), "--output", str(output)])
+    with pytest.raises(SystemExit, match="FILE=SEED:STEPS"):
+        plot.main([str(older), "--unrecorded", f"{older}=1", "--output", str(output)])
