@@ -138,17 +138,21 @@ def test_weak_training_fits_a_scene_through_the_trainer(small_data, tmp_path):
     losses = record_losses(trainer)
     trainer.train()
     after = trainer.pipeline.get_average_eval_image_metrics()
-    print(f"loss {np.mean(losses[:30]):.3f} -> {np.mean(losses[-30:]):.3f}; "
-          f"AUC@30 {before['pose_auc30']:.3f} -> {after['pose_auc30']:.3f}; "
-          f"rotation error {before['rotation_error_deg']:.1f} -> {after['rotation_error_deg']:.1f} deg")
-    assert np.mean(losses[-30:]) < 0.8 * np.mean(losses[:30])
-    # With more than one thread CPU runs are not bit-reproducible (same seed, same process, two
-    # threads: the losses part at step ~12 by float noise, and 400 steps amplify it; on one thread
-    # 20 steps repeated exactly). Seen over seeds 1-4 and 42 (twice): rotation 56 -> 25-31 deg,
-    # AUC@30 0.00-0.09 -> 0.24-0.28, and once (CI, unseeded init) 0.00 -> 0.12. The mean rotation
+    figures = (f"loss {np.mean(losses[:30]):.3f} -> {np.mean(losses[-30:]):.3f}; "
+               f"AUC@30 {before['pose_auc30']:.3f} -> {after['pose_auc30']:.3f}; "
+               f"rotation error {before['rotation_error_deg']:.1f} -> {after['rotation_error_deg']:.1f} deg; "
+               f"translation error {before['translation_error_deg']:.1f} -> {after['translation_error_deg']:.1f} deg")
+    print(figures)
+    assert np.mean(losses[-30:]) < 0.8 * np.mean(losses[:30]), figures
+    # With more than one thread CPU runs are not bit-reproducible (the losses part at step ~12 by float
+    # noise and 400 steps amplify it), and another CPU gives another trajectory. Measured on this
+    # project's 2-core machine over seeds 1-7 and 42 at 2 threads and 1, 2, 42 at one: rotation
+    # 55.6 -> 25-32 deg (ratio 0.45-0.58), AUC@30 +0.15 to +0.29. One CI run (another CPU, seed 42)
+    # ended at 40.4 deg (ratio 0.73). Without the reprojection loss (seeds 42 and 1) the rotation error
+    # stays at 55.6 deg (ratio 1.00) and AUC@30 ends at 0, so the bars sit between: the mean rotation
     # error is the steady figure; AUC@30 over this clip's 6 pairs moves in steps, so its bar is lower.
-    assert after["rotation_error_deg"] < 0.7 * before["rotation_error_deg"]
-    assert after["pose_auc30"] > before["pose_auc30"] + 0.1
+    assert after["rotation_error_deg"] < 0.8 * before["rotation_error_deg"], figures
+    assert after["pose_auc30"] > before["pose_auc30"] + 0.05, figures
 
 
 def test_bad_data_folders_get_clear_messages(tmp_path):
