@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Tuple
 
 SPACE_KEY = "pipeline.datamanager.labels.simulated.space"
 METRICS = [("pose_auc30", "AUC@30"), ("depth_tau", "depth tau")]
+OLDER_ROWS_DEFAULT_SPACE = "disparity"  # SimulatedDepthTeacherConfig.space when settings lacked "teacher_space"
 TARGET, PAPER_AUC_RATIO = 0.9, 49.4 / 63.3
 
 
@@ -33,13 +34,15 @@ def describe(row: dict, unrecorded: Optional[Tuple[int, int]] = None) -> Optiona
         settings = {"seed": unrecorded[0], "iterations": unrecorded[1], "set": []}
     if settings.get("iterations") is None or settings.get("seed") is None:
         return None
-    space, others = "disparity", []  # the simulated teacher's default space
+    space, others = settings.get("teacher_space"), []
     for item in settings.get("set") or []:
         key, _, value = item.partition("=")
         if key == SPACE_KEY:
-            space = value
+            space = space or value
         elif key != "machine.seed":
             others.append(item)
+    # Rows written before runs recorded the resolved space ran with the default of that time.
+    space = space or OLDER_ROWS_DEFAULT_SPACE
     return row["variant"], int(settings["iterations"]), int(settings["seed"]), space, others
 
 

@@ -189,7 +189,8 @@ def train_variant(variant: str, trainer, args) -> dict:
                                      extra={"variant": variant, "steps": args.iterations, "seed": trainer.config.machine.seed})
     # What made the row, so a JSON kept beside the README says which overrides and seed it measured.
     settings = {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": trainer.config.machine.seed,
-                "set": list(args.set), "data": str(args.data) if args.data else None}
+                "set": list(args.set), "data": str(args.data) if args.data else None,
+                "teacher_space": trainer.config.pipeline.datamanager.labels.simulated.space}
     late = np.diff(stamps[len(stamps) // 2:])
     step_seconds = float(late.mean()) if len(late) else None  # mean over the second half of the run
     return {"variant": variant, "seconds": seconds, "step_seconds": step_seconds, "settings": settings, "metrics": after,

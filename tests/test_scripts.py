@@ -108,6 +108,7 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys)
     results = json.loads((tmp_path / "r.json").read_text())
     assert [r["variant"] for r in results] == ["weak", "full"]
     assert results[0]["initial"] is not None and results[1]["initial"] is None
+    assert results[0]["settings"]["teacher_space"] == "disparity"  # the resolved space, recorded for plot_weak_vs_full
     assert "2 variants at a time" in result.stdout and "| weak |" in result.stdout
     for variant in ("weak", "full"):
         model = FFRM.from_checkpoint(tmp_path / "ckpt" / f"{variant}.pt")
@@ -297,3 +298,9 @@ def test_plot_weak_vs_full_pairs_runs_by_seed_and_budget(tmp_path, capsys):
         plot.main([str(recorded), str(recorded), "--output", str(output)])
     with pytest.raises(SystemExit, match="FILE=SEED:STEPS"):
         plot.main([str(older), "--unrecorded", f"{older}=1", "--output", str(output)])
+    # a run that recorded its resolved teacher space is drawn by it, with or without an override saying so
+    resolved = tmp_path / "resolved.json"
+    rows = [row("weak", 0.2, 0.3, 2, 6000), row("full", 0.4, 0.6, 2, 6000), row("weak", 0.1, 0.1, 3, 6000), row("full", 0.4, 0.6, 3, 6000)]
+    rows[0]["settings"]["teacher_space"], rows[2]["settings"]["teacher_space"] = "depth", "disparity"
+    resolved.write_text(json.dumps(rows))
+    assert [(r["seed"], r["ratio_pose_auc30"]) for r in plot.main([str(resolved), "--output", str(output)])] == [(2, 0.5)]
