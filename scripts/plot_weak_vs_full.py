@@ -5,8 +5,9 @@ and draws held-out AUC@30, depth tau and the weak / full ratios against the step
 initialisation, with the 0.9 target and the paper's 0.78 (AUC@30 on DL3DV). Prints the same pairs as a
 table. Rows that did not record their settings (runs older than that) are left out unless
 ``--unrecorded FILE=SEED:STEPS`` says what their file ran with (no overrides, so the default, disparity,
-teacher); runs with other overrides than the teacher's space and the seed (ablations, tried changes) are
-left out and named.
+teacher); a weak run's teacher space is the one it recorded (``settings.teacher_space``), else its
+override, else that old default; runs with other overrides than the teacher's space and the seed
+(ablations, tried changes) are left out and named.
 
     python scripts/plot_weak_vs_full.py docs/results/weak_full_400scenes_*depth_teacher*.json \
         --teacher depth --output docs/weak_vs_full_budget.png
