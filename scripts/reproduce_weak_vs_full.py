@@ -190,11 +190,27 @@ def train_variant(variant: str, trainer, args) -> dict:
     # What made the row, so a JSON kept beside the README says which overrides and seed it measured.
     settings = {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": trainer.config.machine.seed,
                 "set": list(args.set), "data": str(args.data) if args.data else None,
-                "teacher_space": trainer.config.pipeline.datamanager.labels.simulated.space}
+                "teacher_space": trainer.config.pipeline.datamanager.labels.simulated.space, "machine": machine_fingerprint()}
     late = np.diff(stamps[len(stamps) // 2:])
     step_seconds = float(late.mean()) if len(late) else None  # mean over the second half of the run
     return {"variant": variant, "seconds": seconds, "step_seconds": step_seconds, "settings": settings, "metrics": after,
             "initial": before, "training_clips": fit}
+
+
+def machine_fingerprint() -> dict:
+    """Which machine made a row. One-thread CPU trainings repeat bit for bit on one machine (also in a
+    --jobs pool) but not on another: float rounding that differs from the first forward pass grows over
+    10000 steps into about 0.1 on a weak / full ratio (README, "Seed 42 trained again"), so rows from
+    different machines are not a controlled comparison."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def evaluate_checkpoint(variant: str, trainer, args) -> dict:
@@ -217,7 +233,8 @@ def evaluate_checkpoint(variant: str, trainer, args) -> dict:
     after = evaluate_clips(trainer.pipeline)
     fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
     settings = {"checkpoint": str(path), "iterations": extra.get("steps"), "trained_from_seed": trained_from,
-                "initialisation_seed": seed if before is not None else None, "data": str(args.data) if args.data else None}
+                "initialisation_seed": seed if before is not None else None, "data": str(args.data) if args.data else None,
+                "machine": machine_fingerprint()}
     return {"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, "metrics": after,
             "initial": before, "training_clips": fit}
 

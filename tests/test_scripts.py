@@ -109,6 +109,8 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys)
     assert [r["variant"] for r in results] == ["weak", "full"]
     assert results[0]["initial"] is not None and results[1]["initial"] is None
     assert results[0]["settings"]["teacher_space"] == "disparity"  # the resolved space, recorded for plot_weak_vs_full
+    machine = results[0]["settings"]["machine"]  # rows from different machines are not bit-comparable
+    assert machine["cpu"] and machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and machine["threads"] >= 1
     assert "2 variants at a time" in result.stdout and "| weak |" in result.stdout
     for variant in ("weak", "full"):
         model = FFRM.from_checkpoint(tmp_path / "ckpt" / f"{variant}.pt")
@@ -124,6 +126,7 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys)
         assert again["metrics"]["depth_abs_rel"] == pytest.approx(trained["metrics"]["depth_abs_rel"], rel=1e-3)
         assert again["metrics"]["pose_auc30"] == pytest.approx(trained["metrics"]["pose_auc30"], abs=0.05)
         assert again["settings"]["trained_from_seed"] == 42
+        assert again["settings"]["machine"]["cpu_capability"] == machine["cpu_capability"]
     # ... and the first variant's initialisation row is the untrained network the run started from.
     assert rescored[1]["initial"] is None and rescored[0]["settings"]["initialisation_seed"] == 42
     assert rescored[0]["initial"]["depth_abs_rel"] == pytest.approx(results[0]["initial"]["depth_abs_rel"], rel=1e-3)
