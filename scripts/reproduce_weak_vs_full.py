@@ -261,8 +261,9 @@ def print_table(results: list, args) -> None:
     print()
     trained = (f"checkpoints in {args.evaluate} ({', '.join(str(r['settings']['iterations']) for r in results)} steps)" if args.evaluate is not None else
                f"{args.model_size} FFRM, {args.iterations} steps x {args.clips} clip(s) of {args.min_views}-{args.max_views} views, lr {args.lr}")
-    print(f"held-out synthetic scenes, 8-view clips; {trained}; {platform.processor() or platform.machine()}, "
-          f"{'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU ({os.cpu_count()} cores)'}"
+    machine = machine_fingerprint()
+    print(f"held-out synthetic scenes, 8-view clips; {trained}; {machine['cpu']} ({machine['cpu_capability']}), "
+          f"{'GPU ' + machine['gpu'] if machine['gpu'] else f'CPU ({os.cpu_count()} cores)'}"
           f"{f', {args.jobs} variants at a time' if args.jobs > 1 else ''}")
     header = "| variant | " + " | ".join(name for _, name in COLUMNS) + " | train s |"
     print(header)
