@@ -25,6 +25,8 @@ from typing import Dict, List
 
 import torch
 
+from reliev3r_ns.eval.machine import machine_fingerprint, machine_label
+
 DEFAULT_SIZE = {"tiny": (96, 128), "small": (192, 256), "base": (392, 518), "large": (392, 518)}
 
 
@@ -119,7 +121,8 @@ def main() -> None:
     from rich.table import Table
 
     console = Console(width=200)
-    device_label = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    machine = machine_fingerprint(args.device)
+    device_label = machine_label(machine)
     console.print(f"device: {device_label}; {'bf16 autocast' if args.device.startswith('cuda') else 'fp32'}; median of {args.repeats}")
     rows: List[Dict] = []
     context = multiprocessing.get_context("spawn")
@@ -155,7 +158,7 @@ def main() -> None:
         )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": device_label, "rows": rows}, f, indent=1)
+            json.dump({"device": device_label, "machine": machine, "rows": rows}, f, indent=1)
     return 0
 
 

@@ -31,6 +31,8 @@ from typing import Dict, List
 
 import torch
 
+from reliev3r_ns.eval.machine import machine_fingerprint, machine_label
+
 DEFAULT_SIZE = {"tiny": (96, 128), "small": (192, 256), "base": (294, 392), "large": (294, 392)}
 
 
@@ -138,7 +140,8 @@ def main(argv=None) -> List[Dict]:
     from reliev3r_ns.data.synthetic_dataset import generate_dataset
 
     console = Console(width=160)
-    device_label = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    machine = machine_fingerprint("cuda" if cuda else "cpu")
+    device_label = machine_label(machine)
     rows: List[Dict] = []
     with tempfile.TemporaryDirectory(prefix="reliev3r-bench-training-") as tmp:
         data = Path(tmp) / "data"
@@ -178,7 +181,7 @@ def main(argv=None) -> List[Dict]:
             console.print(f"{preset}: bf16 / fp32 throughput {pair[True]['views_per_s'] / pair[False]['views_per_s']:.2f}, "
                           f"peak memory {pair[True]['peak_MiB'] / pair[False]['peak_MiB']:.2f}", highlight=False)
     if args.json:
-        args.json.write_text(json.dumps({"device": device_label, "rows": rows}, indent=1))
+        args.json.write_text(json.dumps({"device": device_label, "machine": machine, "rows": rows}, indent=1))
     return rows
 
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from reliev3r_ns.eval.machine import machine_fingerprint, machine_label
 
 
 def synthetic_scenes(count: int, views: int, width: int, height: int, root: Path) -> list:
@@ -61,7 +62,7 @@ def main(argv=None) -> list:
         torch.manual_seed(0)
         model, trained = FFRM(ffrm_config("tiny")).to(device).eval(), False
         args.resolution = args.resolution or 256  # the images' own size; an untrained model records none
-    rows = []
+    rows, machine = [], machine_fingerprint(device)  # in every row: timings compare only on one machine
     with tempfile.TemporaryDirectory(prefix="reliev3r-bench-colmap-") as workdir:
         workdir = Path(workdir)
         count, views = args.scenes or (1 if args.quick else 4), args.views or (12 if args.quick else 24)
@@ -87,9 +88,9 @@ def main(argv=None) -> list:
             colmap_seconds = time.perf_counter() - started
             rows.append({"scene": scene.name, "views": view_set.num_views, "ffrm_s": ffrm_seconds, "colmap_s": colmap_seconds,
                          "ffrm_reconstruct_s": reconstruct_seconds, "ffrm_write_s": ffrm_seconds - reconstruct_seconds,
-                         "ffrm": ffrm_eval, "colmap": colmap_eval, **timings})
+                         "ffrm": ffrm_eval, "colmap": colmap_eval, **timings, "machine": machine})
 
-    print(f"\n{platform.machine()}, {'GPU ' + torch.cuda.get_device_name() if device == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'}; "
+    print(f"\n{machine_label(machine)}; "
           f"FFRM {'from ' + str(args.checkpoint) if trained else 'randomly initialised (accuracy meaningless)'}")
     # Where each side's time goes: FFRM = network + fusion / dataset writing; COLMAP = features / matching / mapping.
     print("| scene | views | FFRM s | FFRM split s | COLMAP s | COLMAP split s | COLMAP / FFRM time | FFRM AUC@30 | COLMAP AUC@30 "

@@ -26,7 +26,6 @@ import copy
 import json
 import multiprocessing
 import os
-import platform
 import signal
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from typing import Optional
 
 import numpy as np
 import torch
+
+from reliev3r_ns.eval.machine import machine_fingerprint, machine_label
 
 VARIANTS = ["weak", "full", "no-depth", "no-reprojection", "pixel-reprojection", "shift-unaware"]
 COLUMNS = [("pointmap_rel", "pm rel"), ("pointmap_tau", "pm tau"), ("ate_normalised", "ATE"), ("pose_auc30", "AUC@30"),
@@ -197,22 +198,6 @@ def train_variant(variant: str, trainer, args) -> dict:
             "initial": before, "training_clips": fit}
 
 
-def machine_fingerprint() -> dict:
-    """Which machine made a row. One-thread CPU trainings repeat bit for bit on one machine (also in a
-    --jobs pool) but not on another: float rounding that differs from the first forward pass grows over
-    10000 steps into about 0.1 on a weak / full ratio (README, "Seed 42 trained again"), so rows from
-    different machines are not a controlled comparison."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-
-
 def evaluate_checkpoint(variant: str, trainer, args) -> dict:
     """No training: the FFRM a run kept with --checkpoints (VARIANT.pt), scored on this data's clips,
     e.g. on more held-out scenes than it was first scored on. The first variant also scores the
@@ -262,8 +247,7 @@ def print_table(results: list, args) -> None:
     trained = (f"checkpoints in {args.evaluate} ({', '.join(str(r['settings']['iterations']) for r in results)} steps)" if args.evaluate is not None else
                f"{args.model_size} FFRM, {args.iterations} steps x {args.clips} clip(s) of {args.min_views}-{args.max_views} views, lr {args.lr}")
     machine = machine_fingerprint()
-    print(f"held-out synthetic scenes, 8-view clips; {trained}; {machine['cpu']} ({machine['cpu_capability']}), "
-          f"{'GPU ' + machine['gpu'] if machine['gpu'] else f'CPU ({os.cpu_count()} cores)'}"
+    print(f"held-out synthetic scenes, 8-view clips; {trained}; {machine_label(machine)}, {os.cpu_count()} cores"
           f"{f', {args.jobs} variants at a time' if args.jobs > 1 else ''}")
     header = "| variant | " + " | ".join(name for _, name in COLUMNS) + " | train s |"
     print(header)

@@ -140,3 +140,18 @@ def test_cli_on_a_processed_synthetic_scene_agrees_with_running_the_checkpoint_d
     assert json.loads((tmp_path / "a.json").read_text())["metrics"]["num_matched"] == 6
     with pytest.raises(ValueError, match="exactly one"):
         Eval(prediction=out, checkpoint=checkpoint, reference=scene_dir).main()
+
+
+def test_machine_fingerprint_names_the_cpu_and_the_gpu_only_for_gpu_work():
+    from reliev3r_ns.eval.machine import machine_fingerprint, machine_label
+
+    cpu = machine_fingerprint("cpu")
+    assert cpu["gpu"] is None and cpu["threads"] == torch.get_num_threads() and cpu["torch"] == torch.__version__
+    assert cpu["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "model name" in cpuinfo.read_text():
+        assert f"model name\t: {cpu['cpu']}" in cpuinfo.read_text()
+    label = machine_label(cpu)
+    assert label.startswith(f"CPU {cpu['cpu']} ({cpu['cpu_capability']}), {cpu['threads']} thread(s)") and "GPU" not in label
+    # GPU work still names the CPU: COLMAP and data loading run there.
+    assert machine_label({**cpu, "gpu": "NVIDIA H100 80GB HBM3"}).startswith(f"GPU NVIDIA H100 80GB HBM3, CPU {cpu['cpu']}")

@@ -205,6 +205,7 @@ def test_bench_vs_colmap_quick(capsys, tmp_path):
     assert 0.0 <= rows[0]["ffrm"]["pose_auc30"] <= 1.0
     assert "COLMAP took" in capsys.readouterr().out
     assert json.loads((tmp_path / "rows.json").read_text())[0]["scene"] == rows[0]["scene"]
+    assert rows[0]["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # timings compare on one machine only
 
 
 @pytest.mark.slow
@@ -213,7 +214,9 @@ def test_bench_training_quick(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPTS / "bench_training.py"), "--quick", "--json", str(tmp_path / "rows.json")],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    recorded = json.loads((tmp_path / "rows.json").read_text())
+    rows = recorded["rows"]
+    assert recorded["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and recorded["device"].startswith("GPU " if torch.cuda.is_available() else "CPU ")
     assert len(rows) == 1 and rows[0]["views_per_s"] > 0 and rows[0]["peak_MiB"] > 0 and 0 < rows[0]["batching_share"] < 1
     # The GT metrics run on logged steps only.
     assert 0 < rows[0]["ops_unlogged_step"] < rows[0]["ops_logged_step"]
