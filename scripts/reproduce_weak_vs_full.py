@@ -185,13 +185,16 @@ def train_variant(variant: str, trainer, args) -> dict:
     seconds = time.perf_counter() - started
     after = evaluate_clips(trainer.pipeline)
     fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
-    if args.checkpoints is not None:
-        trainer.pipeline.export_ffrm(args.checkpoints / f"{variant}.pt",
-                                     extra={"variant": variant, "steps": args.iterations, "seed": trainer.config.machine.seed})
     # What made the row, so a JSON kept beside the README says which overrides and seed it measured.
     settings = {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": trainer.config.machine.seed,
                 "set": list(args.set), "data": str(args.data) if args.data else None,
                 "teacher_space": trainer.config.pipeline.datamanager.labels.simulated.space, "machine": machine_fingerprint()}
+    if args.checkpoints is not None:
+        # The training's settings travel with the weights: --evaluate rows then say what they score.
+        trainer.pipeline.export_ffrm(args.checkpoints / f"{variant}.pt",
+                                     extra={"variant": variant, "steps": args.iterations, "seed": trainer.config.machine.seed,
+                                            "set": settings["set"], "teacher_space": settings["teacher_space"],
+                                            "machine": settings["machine"]})
     late = np.diff(stamps[len(stamps) // 2:])
     step_seconds = float(late.mean()) if len(late) else None  # mean over the second half of the run
     return {"variant": variant, "seconds": seconds, "step_seconds": step_seconds, "settings": settings, "metrics": after,
@@ -217,7 +220,10 @@ def evaluate_checkpoint(variant: str, trainer, args) -> dict:
     trainer.pipeline.model.ffrm = checkpoint
     after = evaluate_clips(trainer.pipeline)
     fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
+    # trained_* come from the checkpoint (None for checkpoints written before they recorded them).
     settings = {"checkpoint": str(path), "iterations": extra.get("steps"), "trained_from_seed": trained_from,
+                "trained_set": extra.get("set"), "trained_teacher_space": extra.get("teacher_space"),
+                "trained_on": extra.get("machine"),
                 "initialisation_seed": seed if before is not None else None, "data": str(args.data) if args.data else None,
                 "machine": machine_fingerprint()}
     return {"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, "metrics": after,

@@ -126,6 +126,10 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys)
         assert again["metrics"]["depth_abs_rel"] == pytest.approx(trained["metrics"]["depth_abs_rel"], rel=1e-3)
         assert again["metrics"]["pose_auc30"] == pytest.approx(trained["metrics"]["pose_auc30"], abs=0.05)
         assert again["settings"]["trained_from_seed"] == 42
+        # the training's overrides, teacher space and machine come with the checkpoint
+        assert again["settings"]["trained_set"] == trained["settings"]["set"] == []
+        assert again["settings"]["trained_teacher_space"] == trained["settings"]["teacher_space"]
+        assert again["settings"]["trained_on"] == trained["settings"]["machine"]
         assert again["settings"]["machine"]["cpu_capability"] == machine["cpu_capability"]
     # ... and the first variant's initialisation row is the untrained network the run started from.
     assert rescored[1]["initial"] is None and rescored[0]["settings"]["initialisation_seed"] == 42
