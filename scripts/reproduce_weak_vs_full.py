@@ -252,7 +252,7 @@ def print_table(results: list, args) -> None:
     print()
     trained = (f"checkpoints in {args.evaluate} ({', '.join(str(r['settings']['iterations']) for r in results)} steps)" if args.evaluate is not None else
                f"{args.model_size} FFRM, {args.iterations} steps x {args.clips} clip(s) of {args.min_views}-{args.max_views} views, lr {args.lr}")
-    machine = machine_fingerprint()
+    machine = results[0]["settings"]["machine"]  # the worker's: with --jobs it ran with fewer threads than this process
     print(f"held-out synthetic scenes, 8-view clips; {trained}; {machine_label(machine)}, {os.cpu_count()} cores"
           f"{f', {args.jobs} variants at a time' if args.jobs > 1 else ''}")
     header = "| variant | " + " | ".join(name for _, name in COLUMNS) + " | train s |"

@@ -147,6 +147,7 @@ def test_machine_fingerprint_names_the_cpu_and_the_gpu_only_for_gpu_work():
 
     cpu = machine_fingerprint("cpu")
     assert cpu["gpu"] is None and cpu["threads"] == torch.get_num_threads() and cpu["torch"] == torch.__version__
+    assert all(type(v) in (str, int) for v in cpu.values() if v is not None)  # plain types: torch.load(weights_only=True) reads them back
     assert cpu["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file() and "model name" in cpuinfo.read_text():

@@ -29,8 +29,8 @@ def machine_fingerprint(device: Optional[str] = None) -> dict:
     intra-op threads, and the GPU that `device` names (default: the current CUDA device when there is one)."""
     gpu = None
     if device is None or str(device).startswith("cuda"):
-        gpu = torch.cuda.get_device_name(device if device is not None else None) if torch.cuda.is_available() else None
-    return {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+        gpu = torch.cuda.get_device_name(device) if torch.cuda.is_available() else None
+    return {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": str(torch.__version__),  # a plain str: checkpoints load with weights_only
             "threads": torch.get_num_threads(), "gpu": gpu}
 
 
