@@ -188,7 +188,8 @@ def train_variant(variant: str, trainer, args) -> dict:
     # What made the row, so a JSON kept beside the README says which overrides and seed it measured.
     settings = {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": trainer.config.machine.seed,
                 "set": list(args.set), "data": str(args.data) if args.data else None,
-                "teacher_space": trainer.config.pipeline.datamanager.labels.simulated.space, "machine": machine_fingerprint()}
+                "teacher_space": trainer.config.pipeline.datamanager.labels.simulated.space,
+                "machine": machine_fingerprint(str(trainer.pipeline.device))}
     if args.checkpoints is not None:
         # The training's settings travel with the weights: --evaluate rows then say what they score.
         trainer.pipeline.export_ffrm(args.checkpoints / f"{variant}.pt",
@@ -225,7 +226,7 @@ def evaluate_checkpoint(variant: str, trainer, args) -> dict:
                 "trained_set": extra.get("set"), "trained_teacher_space": extra.get("teacher_space"),
                 "trained_on": extra.get("machine"),
                 "initialisation_seed": seed if before is not None else None, "data": str(args.data) if args.data else None,
-                "machine": machine_fingerprint()}
+                "machine": machine_fingerprint(str(trainer.pipeline.device))}
     return {"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, "metrics": after,
             "initial": before, "training_clips": fit}
 
