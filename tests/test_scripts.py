@@ -314,3 +314,51 @@ def test_plot_weak_vs_full_pairs_runs_by_seed_and_budget(tmp_path, capsys):
     rows[0]["settings"]["teacher_space"], rows[2]["settings"]["teacher_space"] = "depth", "disparity"
     resolved.write_text(json.dumps(rows))
     assert [(r["seed"], r["ratio_pose_auc30"]) for r in plot.main([str(resolved), "--output", str(output)])] == [(2, 0.5)]
+
+
+def test_plot_sweep_averages_trainings_per_seed_against_the_swept_value(tmp_path, capsys):
+    sweep = load("plot_sweep")
+    key, depth = "pipeline.model.loss.reprojection_weight", "pipeline.datamanager.labels.simulated.space=depth"
+
+    def row(variant, auc, tau, seed, steps=100, overrides=()):
+        return {"variant": variant, "settings": {"iterations": steps, "seed": seed, "set": [depth, f"machine.seed={seed}", *overrides]},
+                "metrics": {"pose_auc30": auc, "depth_tau": tau}}
+
+    runs = tmp_path / "runs.json"
+    runs.write_text(json.dumps([
+        row("full", 0.2, 0.5, 1), row("full", 0.4, 0.5, 2), row("full", 0.6, 0.5, 2),  # seed 2's sibling trained twice
+        row("weak", 0.1, 0.25, 1), row("weak", 0.2, 0.5, 1, overrides=[f"{key}=2.0"]),
+        row("weak", 0.3, 0.4, 2), row("weak", 0.5, 0.2, 2),  # two trainings of seed 2 at the default
+        row("weak", 0.9, 0.9, 1, overrides=[f"{key}=2.0", "pipeline.model.loss.depth_weight=0"]),  # another change
+        row("weak", 0.9, 0.9, 1, steps=50), row("weak", 0.9, 0.9, 3)]))  # another budget; a seed without sibling
+    # a held-out summary: one row that records what its checkpoint trained with, one that predates that
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"runs": {
+        "recorded": [{"variant": "weak", "metrics": {"pose_auc30": 0.3, "depth_tau": 0.45},
+                      "settings": {"iterations": 100, "trained_from_seed": 2, "trained_set": [depth, f"{key}=2"], "trained_teacher_space": "depth"}}],
+        "older": [{"variant": "weak", "metrics": {"pose_auc30": 0.05, "depth_tau": 0.05}, "settings": {"iterations": 100}}]}}))
+    output = tmp_path / "sweep.png"
+    table = sweep.main([str(runs), str(summary), "--sweep", key, "--default", "0.5", "--steps", "100", "--output", str(output)])
+    by = {(r["value"], r["seed"]): r for r in table}
+    assert set(by) == {(0.5, 1), (0.5, 2), (0.5, "mean"), (2.0, 1), (2.0, 2), (2.0, "mean")}
+    assert by[(0.5, 1)]["ratio_pose_auc30"] == pytest.approx(0.5) and by[(0.5, 1)]["ratio_depth_tau"] == pytest.approx(0.5)
+    # seed 2: mean of two weak trainings over the mean of two siblings; each training's own ratio kept for the plot
+    assert by[(0.5, 2)]["ratio_pose_auc30"] == pytest.approx(0.4 / 0.5) and by[(0.5, 2)]["weak_runs"] == 2
+    assert by[(0.5, 2)]["ratios_pose_auc30"] == pytest.approx([0.6, 1.0])
+    assert by[(0.5, "mean")]["ratio_pose_auc30"] == pytest.approx((0.5 + 0.8) / 2) and by[(0.5, "mean")]["seeds"] == 2
+    assert by[(2.0, 2)]["ratio_pose_auc30"] == pytest.approx(0.6) and by[(2.0, 1)]["ratio_depth_tau"] == pytest.approx(1.0)
+    captured = capsys.readouterr()
+    assert "depth_weight=0" in captured.err and "summary.json:older" in captured.err
+    assert "seed 3 at 0.5" in captured.out and "| 2 | mean of 2 |" in captured.out
+    assert output.stat().st_size > 10_000
+
+    # --unrecorded says what the older summary row trained with; a name no summary holds is refused
+    table = sweep.main([str(runs), str(summary), "--sweep", key, "--default", "0.5", "--steps", "100", "--output", str(output),
+                        "--unrecorded", "older=1:2"])
+    assert {(r["value"], r["seed"]): r["weak_runs"] for r in table}[(2.0, 1)] == 2
+    with pytest.raises(SystemExit, match="no summary given holds: typo"):
+        sweep.main([str(summary), "--sweep", key, "--default", "0.5", "--steps", "100", "--unrecorded", "typo=1"])
+    with pytest.raises(SystemExit, match="same figures"):
+        sweep.main([str(runs), str(runs), "--sweep", key, "--default", "0.5", "--steps", "100", "--output", str(output)])
+    with pytest.raises(SystemExit, match="no weak training at 7 steps"):
+        sweep.main([str(runs), "--sweep", key, "--default", "0.5", "--steps", "7", "--output", str(output)])
