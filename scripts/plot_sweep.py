@@ -218,8 +218,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     for r in table:
         seed = f"mean of {r['seeds']}" if r["seed"] == "mean" else r["seed"]
         print(f"| {r['value']:g} | {seed} | {r['weak_runs']} | {r['full_runs']} | {r['weak_pose_auc30']:.3f} | "
-              f"{r['full_pose_auc30']:.3f} | {r['ratio_pose_auc30']:.2f} | {r['weak_depth_tau']:.3f} | "
-              f"{r['full_depth_tau']:.3f} | {r['ratio_depth_tau']:.2f} |")
+              f"{r['full_pose_auc30']:.3f} | {r['ratio_pose_auc30']:.3f} | {r['weak_depth_tau']:.3f} | "
+              f"{r['full_depth_tau']:.3f} | {r['ratio_depth_tau']:.3f} |")
     alone = sorted({(v, s) for variant, s, v, _, _ in runs if variant == "weak"} - {(r["value"], r["seed"]) for r in table})
     if alone:
         print("left out, no sibling of the same seed at this budget: " + "; ".join(f"seed {s} at {v:g}" for v, s in alone))

@@ -349,7 +349,7 @@ def test_plot_sweep_averages_trainings_per_seed_against_the_swept_value(tmp_path
     assert by[(2.0, 2)]["ratio_pose_auc30"] == pytest.approx(0.6) and by[(2.0, 1)]["ratio_depth_tau"] == pytest.approx(1.0)
     captured = capsys.readouterr()
     assert "depth_weight=0" in captured.err and "summary.json:older" in captured.err
-    assert "seed 3 at 0.5" in captured.out and "| 2 | mean of 2 |" in captured.out
+    assert "seed 3 at 0.5" in captured.out and "| 2 | mean of 2 |" in captured.out and "| 0.500 |" in captured.out
     assert output.stat().st_size > 10_000
 
     # --unrecorded says what the older summary row trained with; a name no summary holds is refused
