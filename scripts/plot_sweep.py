@@ -156,7 +156,7 @@ def plot(table: List[dict], output: Path, sweep: str, title: str) -> Path:
             for r in rows:  # each training where a seed was trained more than once
                 if len(r[f"ratios_{key}"]) > 1:
                     ax.plot([r["value"]] * len(r[f"ratios_{key}"]), r[f"ratios_{key}"], "x", color=colours[seed], ms=6)
-        means = [r for r in table if r["seed"] == "mean"]
+        means = [r for r in table if r["seed"] == "mean" and r["seeds"] > 1]  # one seed's "mean" is that seed's point
         ax.plot([r["value"] for r in means], [r[f"ratio_{key}"] for r in means], "D-", color="black", lw=2, ms=6,
                 label="mean over seeds (n: how many)")
         for r in means:
