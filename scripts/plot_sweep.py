@@ -34,14 +34,16 @@ METRICS, TARGET, PAPER_AUC_RATIO = _budget.METRICS, _budget.TARGET, _budget.PAPE
 Run = Tuple[str, int, Optional[float], Dict[str, float], str]  # variant, seed, swept value (None for full), metrics, source
 
 
-def rows_of(path: Path, unrecorded: Dict[str, Tuple[int, Optional[float]]], sweep: str, teacher: str) -> List[Tuple[str, dict]]:
-    """(label, row) for every run in a file of either format; evaluate rows get the training's settings."""
+def rows_of(path: Path, unrecorded: Dict[str, Tuple[int, Optional[float]]], sweep: str, teacher: str
+            ) -> List[Tuple[str, Optional[str], dict]]:
+    """(label, summary run name or None, row) for every run in a file of either format; evaluate rows get
+    the training's settings."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise SystemExit(f"{path}: cannot read it as JSON ({error}); pass the files reproduce_weak_vs_full.py wrote")
     if isinstance(data, list):
-        return [(f"{path}", row) for row in data]
+        return [(f"{path}", None, row) for row in data]
     if not isinstance(data, dict) or not isinstance(data.get("runs"), dict):
         raise SystemExit(f"{path}: neither a list of runs nor a summary with a 'runs' mapping")
     out = []
@@ -55,21 +57,19 @@ def rows_of(path: Path, unrecorded: Dict[str, Tuple[int, Optional[float]]], swee
             elif name in unrecorded:
                 seed, value = unrecorded[name]
                 trained.update(seed=seed, teacher_space=teacher, set=[] if value is None else [f"{sweep}={value}"])
-            out.append((f"{path}:{name}", {**row, "settings": trained}))
+            out.append((f"{path}:{name}", name, {**row, "settings": trained}))
     return out
 
 
-def summary_names(path: Path) -> List[str]:
-    data = json.loads(path.read_text())
-    return list(data["runs"]) if isinstance(data, dict) and isinstance(data.get("runs"), dict) else []
-
-
 def collect(paths: List[Path], sweep: str, default: float, steps: int, teacher: str,
-            unrecorded: Optional[Dict[str, Tuple[int, Optional[float]]]] = None) -> Tuple[List[Run], List[str]]:
+            unrecorded: Optional[Dict[str, Tuple[int, Optional[float]]]] = None) -> Tuple[List[Run], List[str], set]:
+    """The runs at ``steps``, what was left out and why, and the names of the summaries' runs."""
     runs: List[Run] = []
     skipped: List[str] = []
+    names = set()
     for path in paths:
-        for label, row in rows_of(path, unrecorded or {}, sweep, teacher):
+        for label, name, row in rows_of(path, unrecorded or {}, sweep, teacher):
+            names.add(name)
             if (row.get("settings") or {}).get("iterations") not in (None, steps):
                 continue
             described = _budget.describe(row)
@@ -77,8 +77,8 @@ def collect(paths: List[Path], sweep: str, default: float, steps: int, teacher: 
                 skipped.append(f"{label}: {row.get('variant')} does not say what it trained with (seed, steps, --set; "
                                f"--unrecorded NAME=SEED[:VALUE] supplies it for a summary's run); left out")
                 continue
-            variant, iterations, seed, space, others = described
-            if variant not in ("weak", "full") or iterations != steps:
+            variant, _, seed, space, others = described
+            if variant not in ("weak", "full"):
                 continue
             value, rest = default, []
             for item in others:
@@ -102,7 +102,7 @@ def collect(paths: List[Path], sweep: str, default: float, steps: int, teacher: 
                 if other[:4] == (variant, seed, value, metrics):
                     raise SystemExit(f"{label}: {variant} seed {seed} has the same figures as {other[4]}; pass each run once")
             runs.append((variant, seed, value, metrics, label))
-    return runs, skipped
+    return runs, skipped, names
 
 
 def mean(values: List[float]) -> float:
@@ -173,13 +173,7 @@ def plot(table: List[dict], output: Path, sweep: str, title: str) -> Path:
         ax.set_title(f"weak / full, held-out {name} (x: single trainings)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
-    return output
+    return _budget.save_figure(fig, output, title)
 
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:
@@ -202,8 +196,7 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
             unrecorded[name] = (int(seed), float(value) if value else None)
         except ValueError:
             raise SystemExit(f"--unrecorded {item}: expected NAME=SEED or NAME=SEED:VALUE, e.g. seed1_10000=1:2.0")
-    runs, skipped = collect(args.results, args.sweep, args.default, args.steps, args.teacher, unrecorded)
-    names = {name for path in args.results for name in summary_names(path)}
+    runs, skipped, names = collect(args.results, args.sweep, args.default, args.steps, args.teacher, unrecorded)
     unknown = sorted(set(unrecorded) - names)
     if unknown:
         raise SystemExit(f"--unrecorded names runs that no summary given holds: {', '.join(unknown)}")

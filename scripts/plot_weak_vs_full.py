@@ -131,6 +131,12 @@ def plot(runs: Dict[Tuple[int, int], Dict[str, dict]], table: List[dict], output
     ax.set_title("weak / full (o AUC@30, ^ depth tau)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
+    return save_figure(fig, output, title)
+
+
+def save_figure(fig, output: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
