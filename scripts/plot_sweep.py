@@ -23,6 +23,7 @@ import importlib.util
 import json
 import sys
 from collections import defaultdict
+from statistics import mean
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -105,10 +106,6 @@ def collect(paths: List[Path], sweep: str, default: float, steps: int, teacher: 
     return runs, skipped, names
 
 
-def mean(values: List[float]) -> float:
-    return sum(values) / len(values)
-
-
 def table_of(runs: List[Run]) -> List[dict]:
     """One row per (value, seed) with a weak training and a sibling, then one per value: the mean over seeds."""
     full = defaultdict(list)
@@ -125,8 +122,8 @@ def table_of(runs: List[Run]) -> List[dict]:
             for key, _ in METRICS:
                 w, f = mean([m[key] for m in weak[(value, seed)]]), mean([m[key] for m in full[seed]])
                 row[f"weak_{key}"], row[f"full_{key}"] = w, f
-                row[f"ratio_{key}"] = w / f if f > 0 else float("nan")
-                row[f"ratios_{key}"] = [m[key] / f if f > 0 else float("nan") for m in weak[(value, seed)]]
+                row[f"ratio_{key}"] = _budget.ratio(w, f)
+                row[f"ratios_{key}"] = [_budget.ratio(m[key], f) for m in weak[(value, seed)]]
             per_seed.append(row)
         rows += per_seed
         if per_seed:

@@ -85,6 +85,11 @@ def collect(paths: List[Path], teacher: str, unrecorded: Optional[Dict[Path, Tup
     return runs, skipped
 
 
+def ratio(weak: float, full: float) -> float:
+    """weak / full; NaN where the sibling scored 0 (no ratio to speak of)."""
+    return weak / full if full > 0 else float("nan")
+
+
 def ratios(runs: Dict[Tuple[int, int], Dict[str, dict]]) -> List[dict]:
     """One row per (seed, iterations) that has both variants, sorted by seed then steps."""
     table = []
@@ -94,7 +99,7 @@ def ratios(runs: Dict[Tuple[int, int], Dict[str, dict]]) -> List[dict]:
         row = {"seed": seed, "iterations": iterations}
         for key, _ in METRICS:
             row[f"weak_{key}"], row[f"full_{key}"] = pair["weak"][key], pair["full"][key]
-            row[f"ratio_{key}"] = pair["weak"][key] / pair["full"][key] if pair["full"][key] > 0 else float("nan")
+            row[f"ratio_{key}"] = ratio(pair["weak"][key], pair["full"][key])
         table.append(row)
     return table
 
