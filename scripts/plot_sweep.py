@@ -10,7 +10,9 @@ reprojection loss, so the swept setting does not change it). Repeated trainings 
 all kept and averaged; the same run passed twice (identical figures) is an error. Runs with other
 overrides than the swept key, the teacher's space and the seed are left out and named. Summary rows scored
 from checkpoints that predate ``trained_set`` are left out unless ``--unrecorded NAME=SEED[:VALUE]`` says
-what the run called NAME trained with (no VALUE: the default; its teacher: ``--teacher``).
+what the run called NAME trained with (no VALUE: the default; its teacher: ``--teacher``). Each mean over
+seeds comes with the seeds' standard deviation; ``--seeds`` keeps only the initialisations named, so that
+values trained at different sets of seeds can be compared on the seeds they share.
 
     python scripts/plot_sweep.py docs/results/*10000*.json --steps 10000 \
         --sweep pipeline.model.loss.reprojection_weight --default 0.5 --output docs/reprojection_weight_sweep.png
@@ -23,7 +25,7 @@ import importlib.util
 import json
 import sys
 from collections import defaultdict
-from statistics import mean
+from statistics import mean, stdev
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -63,8 +65,10 @@ def rows_of(path: Path, unrecorded: Dict[str, Tuple[int, Optional[float]]], swee
 
 
 def collect(paths: List[Path], sweep: str, default: float, steps: int, teacher: str,
-            unrecorded: Optional[Dict[str, Tuple[int, Optional[float]]]] = None) -> Tuple[List[Run], List[str], set]:
-    """The runs at ``steps``, what was left out and why, and the names of the summaries' runs."""
+            unrecorded: Optional[Dict[str, Tuple[int, Optional[float]]]] = None,
+            seeds: Optional[List[int]] = None) -> Tuple[List[Run], List[str], set]:
+    """The runs at ``steps`` (of ``seeds`` only, when given), what was left out and why, and the names of
+    the summaries' runs."""
     runs: List[Run] = []
     skipped: List[str] = []
     names = set()
@@ -79,7 +83,7 @@ def collect(paths: List[Path], sweep: str, default: float, steps: int, teacher: 
                                f"--unrecorded NAME=SEED[:VALUE] supplies it for a summary's run); left out")
                 continue
             variant, _, seed, space, others = described
-            if variant not in ("weak", "full"):
+            if variant not in ("weak", "full") or (seeds is not None and seed not in seeds):
                 continue
             value, rest = default, []
             for item in others:
@@ -132,6 +136,8 @@ def table_of(runs: List[Run]) -> List[dict]:
             for key, _ in METRICS:
                 for part in ("weak", "full", "ratio"):
                     summary[f"{part}_{key}"] = mean([r[f"{part}_{key}"] for r in per_seed])
+                # How far seeds disagree: with three or four seeds a mean moves by about sd / sqrt(n).
+                summary[f"sd_ratio_{key}"] = stdev([r[f"ratio_{key}"] for r in per_seed]) if len(per_seed) > 1 else None
             rows.append(summary)
     return rows
 
@@ -182,6 +188,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     parser.add_argument("--teacher", choices=["depth", "disparity"], default="depth")
     parser.add_argument("--output", type=Path, default=Path("sweep.png"))
     parser.add_argument("--title", default="")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="only these initialisations, e.g. the seeds every value was trained at, to compare values on the same seeds")
     parser.add_argument("--unrecorded", nargs="*", default=[], metavar="NAME=SEED[:VALUE]",
                         help="what a summary's run NAME trained with, where its rows predate trained_set")
     args = parser.parse_args(argv)
@@ -193,7 +201,7 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
             unrecorded[name] = (int(seed), float(value) if value else None)
         except ValueError:
             raise SystemExit(f"--unrecorded {item}: expected NAME=SEED or NAME=SEED:VALUE, e.g. seed1_10000=1:2.0")
-    runs, skipped, names = collect(args.results, args.sweep, args.default, args.steps, args.teacher, unrecorded)
+    runs, skipped, names = collect(args.results, args.sweep, args.default, args.steps, args.teacher, unrecorded, args.seeds)
     unknown = sorted(set(unrecorded) - names)
     if unknown:
         raise SystemExit(f"--unrecorded names runs that no summary given holds: {', '.join(unknown)}")
@@ -205,11 +213,15 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     print(f"| {args.sweep} | seed | weak runs | full runs | weak AUC@30 | full AUC@30 | weak / full AUC@30 "
           f"| weak depth tau | full depth tau | weak / full depth tau |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+
+    def spread(r, key):  # the mean rows' sd over seeds
+        return f" (sd {r[f'sd_ratio_{key}']:.3f})" if r.get(f"sd_ratio_{key}") is not None else ""
+
     for r in table:
         seed = f"mean of {r['seeds']}" if r["seed"] == "mean" else r["seed"]
         print(f"| {r['value']:g} | {seed} | {r['weak_runs']} | {r['full_runs']} | {r['weak_pose_auc30']:.3f} | "
-              f"{r['full_pose_auc30']:.3f} | {r['ratio_pose_auc30']:.3f} | {r['weak_depth_tau']:.3f} | "
-              f"{r['full_depth_tau']:.3f} | {r['ratio_depth_tau']:.3f} |")
+              f"{r['full_pose_auc30']:.3f} | {r['ratio_pose_auc30']:.3f}{spread(r, 'pose_auc30')} | {r['weak_depth_tau']:.3f} | "
+              f"{r['full_depth_tau']:.3f} | {r['ratio_depth_tau']:.3f}{spread(r, 'depth_tau')} |")
     alone = sorted({(v, s) for variant, s, v, _, _ in runs if variant == "weak"} - {(r["value"], r["seed"]) for r in table})
     if alone:
         print("left out, no sibling of the same seed at this budget: " + "; ".join(f"seed {s} at {v:g}" for v, s in alone))

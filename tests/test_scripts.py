@@ -346,16 +346,24 @@ def test_plot_sweep_averages_trainings_per_seed_against_the_swept_value(tmp_path
     assert by[(0.5, 2)]["ratio_pose_auc30"] == pytest.approx(0.4 / 0.5) and by[(0.5, 2)]["weak_runs"] == 2
     assert by[(0.5, 2)]["ratios_pose_auc30"] == pytest.approx([0.6, 1.0])
     assert by[(0.5, "mean")]["ratio_pose_auc30"] == pytest.approx((0.5 + 0.8) / 2) and by[(0.5, "mean")]["seeds"] == 2
+    assert by[(0.5, "mean")]["sd_ratio_pose_auc30"] == pytest.approx(0.3 / 2 ** 0.5)  # sample sd of 0.5 and 0.8
     assert by[(2.0, 2)]["ratio_pose_auc30"] == pytest.approx(0.6) and by[(2.0, 1)]["ratio_depth_tau"] == pytest.approx(1.0)
     captured = capsys.readouterr()
     assert "depth_weight=0" in captured.err and "summary.json:older" in captured.err
     assert "seed 3 at 0.5" in captured.out and "| 2 | mean of 2 |" in captured.out and "| 0.500 |" in captured.out
+    assert "| 0.650 (sd 0.212) |" in captured.out
     assert output.stat().st_size > 10_000
 
     # --unrecorded says what the older summary row trained with; a name no summary holds is refused
     table = sweep.main([str(runs), str(summary), "--sweep", key, "--default", "0.5", "--steps", "100", "--output", str(output),
                         "--unrecorded", "older=1:2"])
     assert {(r["value"], r["seed"]): r["weak_runs"] for r in table}[(2.0, 1)] == 2
+    # --seeds keeps the initialisations named: the values then compare on the same seeds
+    table = sweep.main([str(runs), str(summary), "--sweep", key, "--default", "0.5", "--steps", "100", "--output", str(output),
+                        "--seeds", "2"])
+    by = {(r["value"], r["seed"]): r for r in table}
+    assert set(by) == {(0.5, 2), (0.5, "mean"), (2.0, 2), (2.0, "mean")}
+    assert by[(0.5, "mean")]["ratio_pose_auc30"] == pytest.approx(0.8) and by[(0.5, "mean")]["sd_ratio_pose_auc30"] is None
     with pytest.raises(SystemExit, match="no summary given holds: typo"):
         sweep.main([str(summary), "--sweep", key, "--default", "0.5", "--steps", "100", "--unrecorded", "typo=1"])
     with pytest.raises(SystemExit, match="same figures"):
