@@ -209,6 +209,8 @@ def evaluate_checkpoint(variant: str, trainer, args) -> dict:
     from reliev3r_ns.model.ffrm import FFRM
 
     path = args.evaluate / f"{variant}.pt"
+    # Setting the Trainer up printed nerfstudio's "training from scratch" (about its own checkpoints).
+    print(f"{variant}: --evaluate trains nothing; scoring {path}")
     checkpoint = FFRM.from_checkpoint(path, map_location=trainer.pipeline.device)
     extra = checkpoint.checkpoint_extra
     seed, trained_from = trainer.config.machine.seed, extra.get("seed")
