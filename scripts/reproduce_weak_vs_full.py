@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -178,6 +178,7 @@ def train_variant(variant: str, trainer, args) -> dict:
     stamps = []  # wall clock after each step: a step time without start-up and warm-up, to size later runs
     trainer.callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
                                               func=lambda step: stamps.append(time.perf_counter())))
+    curve = record_loss_curve(trainer, args.iterations)
     started = time.perf_counter()
     before = evaluate_clips(trainer.pipeline) if variant == args.variants[0] else None
     trainer.pipeline.model.train()
@@ -199,7 +200,34 @@ def train_variant(variant: str, trainer, args) -> dict:
     late = np.diff(stamps[len(stamps) // 2:])
     step_seconds = float(late.mean()) if len(late) else None  # mean over the second half of the run
     return {"variant": variant, "seconds": seconds, "step_seconds": step_seconds, "settings": settings, "metrics": after,
-            "initial": before, "training_clips": fit}
+            "initial": before, "training_clips": fit, "loss_curve": curve}
+
+
+CURVE_KEYS = ("loss_", "reprojection_median_error")  # the model's per-step terms (metrics_dict names)
+
+
+def record_loss_curve(trainer, iterations: int, points: int = 100) -> List[dict]:
+    """Each loss term (and the median match error) averaged over windows of iterations / points steps,
+    filled in as the Trainer runs: kept in the run's JSON, so a training that went wrong can be read
+    afterwards (its tensorboard folder goes with the run's temporary folder). One step is two clips'
+    worth and too noisy to read alone."""
+    window = max(1, iterations // points)
+    curve: List[dict] = []
+    sums: Dict[str, float] = {}
+    inner = trainer.train_iteration
+
+    def train_iteration(step: int):
+        loss, loss_dict, metrics_dict = inner(step)
+        for key, value in metrics_dict.items():
+            if key.startswith(CURVE_KEYS) and torch.is_tensor(value) and value.numel() == 1:
+                sums[key] = sums.get(key, 0.0) + float(value)
+        if (step + 1) % window == 0:
+            curve.append({"step": step + 1, **{key: total / window for key, total in sums.items()}})
+            sums.clear()
+        return loss, loss_dict, metrics_dict
+
+    trainer.train_iteration = train_iteration  # an instance attribute: Trainer.train calls self.train_iteration
+    return curve
 
 
 def evaluate_checkpoint(variant: str, trainer, args) -> dict:

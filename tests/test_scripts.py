@@ -33,6 +33,10 @@ def test_reproduce_weak_vs_full_quick(capsys, tmp_path):
         assert math.isfinite(r["training_clips"]["rotation_error_deg"])
         assert r["metrics"]["depth_to_baseline_vs_gt"] > 0
         assert 0 < r["step_seconds"] < r["seconds"] / 10  # quick runs 30 steps
+        # the loss terms, step by step at this budget (windows of iterations / 100 steps)
+        terms = ("loss_depth", "loss_reprojection") if r["variant"] == "weak" else ("loss_points", "loss_camera")
+        assert [c["step"] for c in r["loss_curve"]] == list(range(1, 31))
+        assert all(math.isfinite(c[t]) for c in r["loss_curve"] for t in (*terms, "loss_total"))
     out = capsys.readouterr().out
     assert "| weak |" in out and "| full |" in out and "weak / full" in out
     assert "| weak | training |" in out and "| full | held-out |" in out
