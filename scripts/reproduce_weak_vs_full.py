@@ -213,16 +213,16 @@ def record_loss_curve(trainer, iterations: int, points: int = 100) -> List[dict]
     worth and too noisy to read alone."""
     window = max(1, iterations // points)
     curve: List[dict] = []
-    sums: Dict[str, float] = {}
+    sums: Dict[str, torch.Tensor] = {}  # summed on the device: read back once per window, not every step (a sync on GPU)
     inner = trainer.train_iteration
 
     def train_iteration(step: int):
         loss, loss_dict, metrics_dict = inner(step)
         for key, value in metrics_dict.items():
             if key.startswith(CURVE_KEYS) and torch.is_tensor(value) and value.numel() == 1:
-                sums[key] = sums.get(key, 0.0) + float(value)
+                sums[key] = sums[key] + value.detach() if key in sums else value.detach().float()
         if (step + 1) % window == 0:
-            curve.append({"step": step + 1, **{key: total / window for key, total in sums.items()}})
+            curve.append({"step": step + 1, **{key: float(total) / window for key, total in sums.items()}})
             sums.clear()
         return loss, loss_dict, metrics_dict
 
