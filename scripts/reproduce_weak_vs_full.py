@@ -214,6 +214,7 @@ def record_loss_curve(trainer, iterations: int, points: int = 100) -> List[dict]
     window = max(1, iterations // points)
     curve: List[dict] = []
     sums: Dict[str, torch.Tensor] = {}  # summed on the device: read back once per window, not every step (a sync on GPU)
+    counts: Dict[str, int] = {}
     inner = trainer.train_iteration
 
     def train_iteration(step: int):
@@ -221,9 +222,12 @@ def record_loss_curve(trainer, iterations: int, points: int = 100) -> List[dict]
         for key, value in metrics_dict.items():
             if key.startswith(CURVE_KEYS) and torch.is_tensor(value) and value.numel() == 1:
                 sums[key] = sums[key] + value.detach() if key in sums else value.detach().float()
-        if (step + 1) % window == 0:
-            curve.append({"step": step + 1, **{key: float(total) / window for key, total in sums.items()}})
+                counts[key] = counts.get(key, 0) + 1
+        # The last window may be shorter (a budget that is not a multiple of the window): kept, not dropped.
+        if (step + 1) % window == 0 or step + 1 == iterations:
+            curve.append({"step": step + 1, **{key: float(total) / counts[key] for key, total in sums.items()}})
             sums.clear()
+            counts.clear()
         return loss, loss_dict, metrics_dict
 
     trainer.train_iteration = train_iteration  # an instance attribute: Trainer.train calls self.train_iteration

@@ -43,6 +43,53 @@ def test_reproduce_weak_vs_full_quick(capsys, tmp_path):
     assert (tmp_path / "r.json").is_file()
 
 
+def test_loss_curve_averages_windows_and_keeps_a_short_last_one():
+    # 7 steps in windows of 7 // 3 = 2: windows end at steps 2, 4, 6 and a one-step window at 7.
+    script = load("reproduce_weak_vs_full")
+
+    class Trainer:
+        def train_iteration(self, step):
+            metrics = {"loss_depth": torch.tensor(float(step)), "loss_total": torch.tensor(2.0 * step),
+                       "reprojection_median_error": torch.tensor(1.0), "depth_tau": torch.tensor(9.0)}  # not a curve key
+            return metrics["loss_total"], {}, metrics
+
+    trainer = Trainer()
+    curve = script.record_loss_curve(trainer, iterations=7, points=3)
+    for step in range(7):
+        trainer.train_iteration(step)
+    assert [c["step"] for c in curve] == [2, 4, 6, 7]
+    assert [c["loss_depth"] for c in curve] == pytest.approx([0.5, 2.5, 4.5, 6.0])
+    assert [c["loss_total"] for c in curve] == pytest.approx([1.0, 5.0, 9.0, 12.0])
+    assert all(c["reprojection_median_error"] == 1.0 and "depth_tau" not in c for c in curve)
+
+
+def test_plot_loss_curves_draws_each_term_of_each_training(tmp_path, capsys):
+    plot = load("plot_loss_curves")
+    space = "pipeline.datamanager.labels.simulated.space=depth"
+
+    def row(variant, terms, seed=4, overrides=(), curve=True):
+        points = [{"step": s, "loss_total": 1.0 / s, **{t: 0.5 / s for t in terms}} for s in (10, 20, 30)]
+        return {"variant": variant, "settings": {"seed": seed, "set": [space, f"machine.seed={seed}", *overrides]},
+                "loss_curve": points if curve else None}
+
+    runs = tmp_path / "runs.json"
+    runs.write_text(json.dumps([row("weak", ["loss_depth", "loss_reprojection", "reprojection_median_error"]),
+                                row("weak", ["loss_depth", "loss_reprojection"], overrides=["pipeline.model.loss.reprojection_weight=1.0"]),
+                                row("full", ["loss_points", "loss_camera"]), row("weak", [], seed=3, curve=False)]))
+    output = tmp_path / "curves.png"
+    curves = plot.main([str(runs), "--output", str(output)])
+    assert [name for name, _ in curves] == ["weak, seed 4", "weak, seed 4, reprojection_weight=1.0", "full, seed 4"]
+    assert plot.terms_of(curves) == ["loss_total", "loss_camera", "loss_depth", "loss_points", "loss_reprojection",
+                                     "reprojection_median_error"]
+    captured = capsys.readouterr()
+    assert "weak, seed 3" in captured.err and "no loss_curve" in captured.err
+    assert "3 windows to step 30" in captured.out and output.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="no training with a loss_curve"):
+        old = tmp_path / "old.json"
+        old.write_text(json.dumps([row("weak", [], curve=False)]))
+        plot.main([str(old), "--output", str(output)])
+
+
 def test_depth_to_baseline_known_answer():
     # Two cameras 2 m apart (each 1 m from their centroid) looking at a wall 3 m away: 3 / 1.
     script = load("reproduce_weak_vs_full")

@@ -1,0 +1,121 @@
+"""The loss terms of trainings against the step, from the JSON files `reproduce_weak_vs_full.py --output`
+wrote: each trained row keeps ``loss_curve``, its loss terms and median match error averaged over 100
+windows of the run. One panel per term (a weak training draws its depth and reprojection terms, a
+supervised sibling its point and camera terms; both draw the total), one line per training, on a log
+scale. Read beside the held-out table, it says whether a training that scored badly failed to go down
+(e.g. stalled after its first steps) or went down to a worse place. Rows without a curve (trainings
+recorded before rows kept one, ``--evaluate`` rows) are named and left out.
+
+    python scripts/plot_loss_curves.py docs/results/weak_full_400scenes_10000_seed4_cpu.json \
+        --output docs/loss_curves_seed4.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from typing import List, Tuple
+
+_spec = importlib.util.spec_from_file_location("plot_weak_vs_full", Path(__file__).with_name("plot_weak_vs_full.py"))
+_budget = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_budget)
+
+IMPLIED = ("pipeline.datamanager.labels.simulated.space", "machine.seed")  # said by the label's seed / not varied
+
+
+def label(row: dict, source: Path, several_files: bool) -> str:
+    """'weak, seed 3, reprojection_weight=2.0' (and the file where several are drawn)."""
+    settings = row.get("settings") or {}
+    parts = [row.get("variant", "?")]
+    if settings.get("seed") is not None:
+        parts.append(f"seed {settings['seed']}")
+    for item in settings.get("set") or []:
+        key, _, value = item.partition("=")
+        if key not in IMPLIED:
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    if several_files:
+        parts.append(source.stem)
+    return ", ".join(parts)
+
+
+def collect(paths: List[Path]) -> Tuple[List[Tuple[str, List[dict]]], List[str]]:
+    """[(label, curve)] for each row with a curve, and the rows left out, with why."""
+    curves, skipped = [], []
+    for path in paths:
+        try:
+            rows = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"{path}: cannot read it as JSON ({error}); pass the files reproduce_weak_vs_full.py --output wrote")
+        if not isinstance(rows, list):
+            skipped.append(f"{path}: not a list of runs (e.g. an --evaluate summary); left out")
+            continue
+        for row in rows:
+            name = label(row, path, len(paths) > 1)
+            if not row.get("loss_curve"):
+                skipped.append(f"{path}: {name} has no loss_curve (trained before rows kept one, or an --evaluate row); left out")
+                continue
+            curves.append((name, row["loss_curve"]))
+    return curves, skipped
+
+
+def terms_of(curves: List[Tuple[str, List[dict]]]) -> List[str]:
+    """The terms any curve has, total first, median match error last."""
+    keys = {key for _, curve in curves for point in curve for key in point if key != "step"}
+    order = lambda key: (key != "loss_total", key.startswith("reprojection_median"), key)
+    return sorted(keys, key=order)
+
+
+def plot(curves: List[Tuple[str, List[dict]]], output: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    terms = terms_of(curves)
+    columns = min(3, len(terms))
+    rows = math.ceil(len(terms) / columns)
+    fig, axs = plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), squeeze=False)
+    colours = {name: plt.get_cmap("tab10")(i % 10) for i, (name, _) in enumerate(curves)}
+    for ax, term in zip(axs.flat, terms):
+        for name, curve in curves:
+            points = [(p["step"], p[term]) for p in curve if term in p]
+            if points:
+                ax.plot(*zip(*points), color=colours[name], lw=1.2, label=name)
+        # Positive terms span decades over a run; a log axis shows the late steps too.
+        if all(p[term] > 0 for _, curve in curves for p in curve if term in p and math.isfinite(p[term])):
+            ax.set_yscale("log")
+        ax.set_title(term + (" (degrees; pixels for the pixel residual)" if term.startswith("reprojection_median") else ""))
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    for ax in list(axs.flat)[len(terms):]:
+        ax.axis("off")
+    axs.flat[0].legend(fontsize=7)
+    return _budget.save_figure(fig, output, title)
+
+
+def main(argv=None) -> List[Tuple[str, List[dict]]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, nargs="+", help="JSON files written by reproduce_weak_vs_full.py --output")
+    parser.add_argument("--output", type=Path, default=Path("loss_curves.png"))
+    parser.add_argument("--title", default="")
+    args = parser.parse_args(argv)
+    curves, skipped = collect(args.results)
+    for line in skipped:
+        print(line, file=sys.stderr)
+    if not curves:
+        raise SystemExit("no training with a loss_curve in the files given (rows recorded before reproduce_weak_vs_full.py "
+                         "kept one have none; train again to draw it)")
+    for name, curve in curves:
+        last = curve[-1]
+        figures = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step")
+        print(f"{name}: {len(curve)} windows to step {last['step']}; last window: {figures}")
+    print(f"wrote {plot(curves, args.output, args.title)}")
+    return curves
+
+
+if __name__ == "__main__":
+    main()
