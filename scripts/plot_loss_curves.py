@@ -1,8 +1,8 @@
 """The loss terms of trainings against the step, from the JSON files `reproduce_weak_vs_full.py --output`
 wrote: each trained row keeps ``loss_curve``, its loss terms and median match error averaged over 100
 windows of the run. One panel per term (a weak training draws its depth and reprojection terms, a
-supervised sibling its point and camera terms; both draw the total), one line per training, on a log
-scale. Read beside the held-out table, it says whether a training that scored badly failed to go down
+supervised sibling its point and camera terms; both draw the total), one line per training (a log
+axis where a term spans a decade). Read beside the held-out table, it says whether a training that scored badly failed to go down
 (e.g. stalled after its first steps) or went down to a worse place. Rows without a curve (trainings
 recorded before rows kept one, ``--evaluate`` rows) are named and left out.
 
@@ -85,10 +85,11 @@ def plot(curves: List[Tuple[str, List[dict]]], output: Path, title: str) -> Path
             points = [(p["step"], p[term]) for p in curve if term in p]
             if points:
                 ax.plot(*zip(*points), color=colours[name], lw=1.2, label=name)
-        # Positive terms span decades over a run; a log axis shows the late steps too.
-        if all(p[term] > 0 for _, curve in curves for p in curve if term in p and math.isfinite(p[term])):
+        # A positive term that spans a decade or more gets a log axis, so its late steps are readable too.
+        values = [p[term] for _, curve in curves for p in curve if term in p and math.isfinite(p[term])]
+        if values and min(values) > 0 and max(values) >= 10 * min(values):
             ax.set_yscale("log")
-        ax.set_title(term + (" (degrees; pixels for the pixel residual)" if term.startswith("reprojection_median") else ""))
+        ax.set_title(term + ("\n(degrees; pixels for the pixel residual)" if term.startswith("reprojection_median") else ""))
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
     for ax in list(axs.flat)[len(terms):]:
