@@ -2,8 +2,8 @@
 wrote: each trained row keeps ``loss_curve``, its loss terms and median match error averaged over 100
 windows of the run. One panel per term (a weak training draws its depth and reprojection terms, a
 supervised sibling its point and camera terms; both draw the total), one line per training (a log
-axis where a term spans a decade). Read beside the held-out table, it says whether a training that scored badly failed to go down
-(e.g. stalled after its first steps) or went down to a worse place. Rows without a curve (trainings
+axis where a term spans a decade). Read beside the held-out table, it says whether a training that
+scored badly failed to go down (e.g. stalled after its first steps) or went down to a worse place. Rows without a curve (trainings
 recorded before rows kept one, ``--evaluate`` rows) are named and left out.
 
     python scripts/plot_loss_curves.py docs/results/weak_full_400scenes_10000_seed4_cpu.json \
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import sys
 from pathlib import Path
@@ -24,18 +23,18 @@ _spec = importlib.util.spec_from_file_location("plot_weak_vs_full", Path(__file_
 _budget = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_budget)
 
-IMPLIED = ("pipeline.datamanager.labels.simulated.space", "machine.seed")  # said by the label's seed / not varied
+SEED_KEY = "machine.seed"  # already in the label as "seed N"
 
 
 def label(row: dict, source: Path, several_files: bool) -> str:
-    """'weak, seed 3, reprojection_weight=2.0' (and the file where several are drawn)."""
+    """'weak, seed 3, space=depth, reprojection_weight=2.0' (and the file where several are drawn)."""
     settings = row.get("settings") or {}
     parts = [row.get("variant", "?")]
     if settings.get("seed") is not None:
         parts.append(f"seed {settings['seed']}")
     for item in settings.get("set") or []:
         key, _, value = item.partition("=")
-        if key not in IMPLIED:
+        if key != SEED_KEY:
             parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
     if several_files:
         parts.append(source.stem)
@@ -46,10 +45,7 @@ def collect(paths: List[Path]) -> Tuple[List[Tuple[str, List[dict]]], List[str]]
     """[(label, curve)] for each row with a curve, and the rows left out, with why."""
     curves, skipped = [], []
     for path in paths:
-        try:
-            rows = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise SystemExit(f"{path}: cannot read it as JSON ({error}); pass the files reproduce_weak_vs_full.py --output wrote")
+        rows = _budget.read_json(path)
         if not isinstance(rows, list):
             skipped.append(f"{path}: not a list of runs (e.g. an --evaluate summary); left out")
             continue

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 from collections import defaultdict
 from statistics import mean, stdev
@@ -41,10 +40,7 @@ def rows_of(path: Path, unrecorded: Dict[str, Tuple[int, Optional[float]]], swee
             ) -> List[Tuple[str, Optional[str], dict]]:
     """(label, summary run name or None, row) for every run in a file of either format; evaluate rows get
     the training's settings."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"{path}: cannot read it as JSON ({error}); pass the files reproduce_weak_vs_full.py wrote")
+    data = _budget.read_json(path)
     if isinstance(data, list):
         return [(f"{path}", None, row) for row in data]
     if not isinstance(data, dict) or not isinstance(data.get("runs"), dict):

@@ -47,6 +47,14 @@ def describe(row: dict, unrecorded: Optional[Tuple[int, int]] = None) -> Optiona
     return row["variant"], int(settings["iterations"]), int(settings["seed"]), space, others
 
 
+def read_json(path: Path):
+    """A results file as JSON, or an exit that names it (the plotting scripts read the same files)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"{path}: cannot read it as JSON ({error}); pass the files reproduce_weak_vs_full.py wrote")
+
+
 def collect(paths: List[Path], teacher: str, unrecorded: Optional[Dict[Path, Tuple[int, int]]] = None
             ) -> Tuple[Dict[Tuple[int, int], Dict[str, dict]], List[str]]:
     """{(seed, iterations): {"weak": metrics, "full": metrics}} and what was left out, with why."""
@@ -55,10 +63,7 @@ def collect(paths: List[Path], teacher: str, unrecorded: Optional[Dict[Path, Tup
     where: Dict[Tuple[int, int, str], Path] = {}
     skipped = []
     for path in paths:
-        try:
-            rows = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise SystemExit(f"{path}: cannot read it as JSON ({error}); pass the files reproduce_weak_vs_full.py --output wrote")
+        rows = read_json(path)
         if not isinstance(rows, list):
             skipped.append(f"{path}: not a list of runs (e.g. an --evaluate summary); left out")
             continue

@@ -78,7 +78,8 @@ def test_plot_loss_curves_draws_each_term_of_each_training(tmp_path, capsys):
                                 row("full", ["loss_points", "loss_camera"]), row("weak", [], seed=3, curve=False)]))
     output = tmp_path / "curves.png"
     curves = plot.main([str(runs), "--output", str(output)])
-    assert [name for name, _ in curves] == ["weak, seed 4", "weak, seed 4, reprojection_weight=1.0", "full, seed 4"]
+    assert [name for name, _ in curves] == ["weak, seed 4, space=depth", "weak, seed 4, space=depth, reprojection_weight=1.0",
+                                            "full, seed 4, space=depth"]
     assert plot.terms_of(curves) == ["loss_total", "loss_camera", "loss_depth", "loss_points", "loss_reprojection",
                                      "reprojection_median_error"]
     captured = capsys.readouterr()
