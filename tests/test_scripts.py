@@ -49,8 +49,11 @@ def test_loss_curve_averages_windows_and_keeps_a_short_last_one():
 
     class Trainer:
         def train_iteration(self, step):
+            # step 2 has no matches (median error NaN); step 4's reprojection loss is NaN (a failure)
             metrics = {"loss_depth": torch.tensor(float(step)), "loss_total": torch.tensor(2.0 * step),
-                       "reprojection_median_error": torch.tensor(1.0), "depth_tau": torch.tensor(9.0)}  # not a curve key
+                       "loss_reprojection": torch.tensor(float("nan") if step == 4 else 1.0),
+                       "reprojection_median_error": torch.tensor(float("nan") if step == 2 else 1.0 + step % 2),
+                       "depth_tau": torch.tensor(9.0)}  # not a curve key
             return metrics["loss_total"], {}, metrics
 
     trainer = Trainer()
@@ -60,7 +63,10 @@ def test_loss_curve_averages_windows_and_keeps_a_short_last_one():
     assert [c["step"] for c in curve] == [2, 4, 6, 7]
     assert [c["loss_depth"] for c in curve] == pytest.approx([0.5, 2.5, 4.5, 6.0])
     assert [c["loss_total"] for c in curve] == pytest.approx([1.0, 5.0, 9.0, 12.0])
-    assert all(c["reprojection_median_error"] == 1.0 and "depth_tau" not in c for c in curve)
+    # the window of steps 2 and 3 averages the median error of step 3 alone; steps 4 and 5 keep their NaN loss
+    assert [c["reprojection_median_error"] for c in curve] == pytest.approx([1.5, 2.0, 1.5, 1.0])
+    assert [math.isnan(c["loss_reprojection"]) for c in curve] == [False, False, True, False]
+    assert all("depth_tau" not in c for c in curve)
 
 
 def test_plot_loss_curves_draws_each_term_of_each_training(tmp_path, capsys):
