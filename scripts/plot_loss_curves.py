@@ -3,8 +3,9 @@ wrote: each trained row keeps ``loss_curve``, its loss terms and median match er
 windows of the run. One panel per term (a weak training draws its depth and reprojection terms, a
 supervised sibling its point and camera terms; both draw the total), one line per training (a log
 axis where a term spans a decade). Read beside the held-out table, it says whether a training that
-scored badly failed to go down (e.g. stalled after its first steps) or went down to a worse place. Rows without a curve (trainings
-recorded before rows kept one, ``--evaluate`` rows) are named and left out.
+scored badly failed to go down (e.g. stalled after its first steps) or went down to a worse place.
+Rows without a curve (trainings recorded before rows kept one, ``--evaluate`` rows) are named and left
+out.
 
     python scripts/plot_loss_curves.py docs/results/weak_full_400scenes_10000_seed4_cpu.json \
         --output docs/loss_curves_seed4.png
@@ -24,6 +25,7 @@ _budget = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_budget)
 
 SEED_KEY = "machine.seed"  # already in the label as "seed N"
+MATCH_ERROR = "reprojection_median_error"  # reproduce_weak_vs_full.MATCH_ERROR_KEY (degrees, or pixels for the pixel residual)
 
 
 def label(row: dict, source: Path, several_files: bool) -> str:
@@ -45,11 +47,7 @@ def collect(paths: List[Path]) -> Tuple[List[Tuple[str, List[dict]]], List[str]]
     """[(label, curve)] for each row with a curve, and the rows left out, with why."""
     curves, skipped = [], []
     for path in paths:
-        rows = _budget.read_json(path)
-        if not isinstance(rows, list):
-            skipped.append(f"{path}: not a list of runs (e.g. an --evaluate summary); left out")
-            continue
-        for row in rows:
+        for row in _budget.read_runs(path, skipped):
             name = label(row, path, len(paths) > 1)
             if not row.get("loss_curve"):
                 skipped.append(f"{path}: {name} has no loss_curve (trained before rows kept one, or an --evaluate row); left out")
@@ -61,7 +59,7 @@ def collect(paths: List[Path]) -> Tuple[List[Tuple[str, List[dict]]], List[str]]
 def terms_of(curves: List[Tuple[str, List[dict]]]) -> List[str]:
     """The terms any curve has, total first, median match error last."""
     keys = {key for _, curve in curves for point in curve for key in point if key != "step"}
-    order = lambda key: (key != "loss_total", key.startswith("reprojection_median"), key)
+    order = lambda key: (key != "loss_total", key == MATCH_ERROR, key)
     return sorted(keys, key=order)
 
 
@@ -85,7 +83,7 @@ def plot(curves: List[Tuple[str, List[dict]]], output: Path, title: str) -> Path
         values = [p[term] for _, curve in curves for p in curve if term in p and math.isfinite(p[term])]
         if values and min(values) > 0 and max(values) >= 10 * min(values):
             ax.set_yscale("log")
-        ax.set_title(term + ("\n(degrees; pixels for the pixel residual)" if term.startswith("reprojection_median") else ""))
+        ax.set_title(term + ("\n(degrees; pixels for the pixel residual)" if term == MATCH_ERROR else ""))
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
     for ax in list(axs.flat)[len(terms):]:

@@ -55,6 +55,15 @@ def read_json(path: Path):
         raise SystemExit(f"{path}: cannot read it as JSON ({error}); pass the files reproduce_weak_vs_full.py wrote")
 
 
+def read_runs(path: Path, skipped: List[str]) -> List[dict]:
+    """The runs a ``--output`` file lists; none (and a line in ``skipped``) for another file, e.g. a summary."""
+    rows = read_json(path)
+    if isinstance(rows, list):
+        return rows
+    skipped.append(f"{path}: not a list of runs (e.g. an --evaluate summary); left out")
+    return []
+
+
 def collect(paths: List[Path], teacher: str, unrecorded: Optional[Dict[Path, Tuple[int, int]]] = None
             ) -> Tuple[Dict[Tuple[int, int], Dict[str, dict]], List[str]]:
     """{(seed, iterations): {"weak": metrics, "full": metrics}} and what was left out, with why."""
@@ -63,11 +72,7 @@ def collect(paths: List[Path], teacher: str, unrecorded: Optional[Dict[Path, Tup
     where: Dict[Tuple[int, int, str], Path] = {}
     skipped = []
     for path in paths:
-        rows = read_json(path)
-        if not isinstance(rows, list):
-            skipped.append(f"{path}: not a list of runs (e.g. an --evaluate summary); left out")
-            continue
-        for row in rows:
+        for row in read_runs(path, skipped):
             described = describe(row, unrecorded.get(path.resolve()))
             if described is None:
                 skipped.append(f"{path}: {row.get('variant')} has no recorded iterations / seed (an older run; "

@@ -215,20 +215,21 @@ def record_loss_curve(trainer, iterations: int, points: int = 100) -> List[dict]
     window = max(1, iterations // points)
     curve: List[dict] = []
     sums: Dict[str, torch.Tensor] = {}  # summed on the device: read back once per window, not every step (a sync on GPU)
-    counts: Dict[str, torch.Tensor] = {}
+    counts: Dict[str, object] = {}  # steps counted per key: an int, or a device tensor for the match error
     inner = trainer.train_iteration
 
     def train_iteration(step: int):
         loss, loss_dict, metrics_dict = inner(step)
         for key, value in metrics_dict.items():
             if key.startswith(CURVE_KEYS) and torch.is_tensor(value) and value.numel() == 1:
-                value = value.detach().float().reshape(())
-                # The median match error is NaN on a step without matches: averaged over the steps that had
-                # some. A NaN loss term is a failure and stays NaN in its window.
-                counted = torch.isfinite(value) if key == MATCH_ERROR_KEY else torch.ones((), dtype=torch.bool, device=value.device)
-                value = torch.where(counted, value, torch.zeros_like(value))
-                sums[key] = sums[key] + value if key in sums else value
-                counts[key] = counts[key] + counted if key in counts else counted.float()
+                value, counted = value.detach().float().reshape(()), 1
+                if key == MATCH_ERROR_KEY:
+                    # NaN on a step without matches: averaged over the steps that had some. A NaN loss term
+                    # is a failure and stays NaN in its window.
+                    finite = torch.isfinite(value)
+                    value, counted = torch.where(finite, value, torch.zeros_like(value)), finite.float()
+                sums[key] = sums.get(key, 0) + value
+                counts[key] = counts.get(key, 0) + counted
         # The last window may be shorter (a budget that is not a multiple of the window): kept, not dropped.
         if (step + 1) % window == 0 or step + 1 == iterations:
             curve.append({"step": step + 1, **{key: float(total / counts[key]) for key, total in sums.items()}})
