@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ VARIANTS = ["weak", "full", "no-depth", "no-reprojection", "pixel-reprojection",
 COLUMNS = [("pointmap_rel", "pm rel"), ("pointmap_tau", "pm tau"), ("ate_normalised", "ATE"), ("pose_auc30", "AUC@30"),
            ("depth_abs_rel", "depth rel"), ("depth_tau", "depth tau")]
 FIT_COLUMNS = [("pose_auc30", "AUC@30", ".3f"), ("rotation_error_deg", "rotation err (deg)", ".1f"),
+               ("identity_rotation_error_deg", "identity's rotation err (deg)", ".1f"),
                ("translation_error_deg", "translation err (deg)", ".1f"), ("depth_abs_rel", "depth rel", ".3f"), ("depth_tau", "depth tau", ".3f"),
                ("depth_to_baseline_vs_gt", "depth/baseline vs GT", ".3g")]
 
@@ -101,24 +102,57 @@ def apply_overrides(config, overrides: list) -> None:
         setattr(target, name, value)
 
 
+TRAJECTORY_COLUMNS = [("pose_auc30", "AUC@30", ".3f"), ("rotation_error_deg", "rotation err (deg)", ".1f"),
+                      ("identity_rotation_error_deg", "identity's rotation err (deg)", ".1f"),
+                      ("translation_error_deg", "translation err (deg)", ".1f"), ("depth_tau", "depth tau", ".3f")]
+
+
 @torch.no_grad()
-def evaluate_clips(pipeline, split: str = "eval", count: Optional[int] = None) -> dict:
+def evaluate_clips(pipeline, split: str = "eval", count: Optional[int] = None) -> Tuple[Dict[str, float], Dict[str, dict]]:
     """Mean clip metrics over the fixed 8-view clips of the held-out scenes (``split="eval"``) or of the
-    first ``count`` training scenes (``"train"``: how well the model fits what it trained on)."""
+    first ``count`` training scenes (``"train"``: how well the model fits what it trained on), and the
+    same means per trajectory kind of the synthetic scenes (``{kind: {"clips": n, metric: mean}}``;
+    empty when the scenes' scene.json names none). Every clip also gets the rotation error of a model
+    that gives all views one rotation (``identity_rotation_error_deg``): below it, rotations are learnt."""
     from reliev3r_ns.eval.evaluate import clip_metrics
 
     datamanager, model = pipeline.datamanager, pipeline.model
     model.eval()
     dataset, clip = (datamanager.eval_dataset, datamanager.eval_clip) if split == "eval" else (datamanager.train_dataset, datamanager.train_clip)
-    rows = []
+    rows, kinds = [], []
     for index in range(min(len(dataset), count or len(dataset))):
         batch = clip(index)
         p = model.ffrm(batch["images"], batch.get("intrinsics"))
+        gt_cam_to_world = batch["gt_cam_to_world"][0]
         K_gt = batch["intrinsics"][0] if batch.get("intrinsics") is not None else p.intrinsics[0]
-        row = clip_metrics(p.cam_to_world[0], p.intrinsics[0], p.depth[0], batch["gt_cam_to_world"][0], K_gt, batch["gt_depth"][0])
+        row = clip_metrics(p.cam_to_world[0], p.intrinsics[0], p.depth[0], gt_cam_to_world, K_gt, batch["gt_depth"][0])
         row["depth_to_baseline_vs_gt"] = (depth_to_baseline(p.depth[0], p.cam_to_world[0])
-                                          / depth_to_baseline(batch["gt_depth"][0], batch["gt_cam_to_world"][0]))
+                                          / depth_to_baseline(batch["gt_depth"][0], gt_cam_to_world))
+        row["identity_rotation_error_deg"] = one_rotation_error_deg(gt_cam_to_world)
         rows.append(row)
+        kinds.append(dataset.scenes[index].metadata.get("trajectory"))
+    return summarise_clips(rows), summarise_by_kind(rows, kinds)
+
+
+def one_rotation_error_deg(gt_cam_to_world: torch.Tensor) -> float:
+    """Mean pairwise rotation error (deg) of a prediction that gives every view of the clip the same
+    rotation (GT cam_to_world (V, 4, 4), OpenCV): the mean GT relative rotation angle of the clip."""
+    from reliev3r_ns.eval.metrics import relative_pose_errors
+
+    one_rotation = gt_cam_to_world.clone()
+    one_rotation[:, :3, :3] = torch.eye(3, dtype=one_rotation.dtype, device=one_rotation.device)
+    return relative_pose_errors(one_rotation, gt_cam_to_world)[0].mean().item()
+
+
+def summarise_by_kind(rows: List[Dict[str, float]], kinds: List[Optional[str]]) -> Dict[str, dict]:
+    """{kind: {"clips": n, metric: summary}} of the clips of each kind; {} unless every clip has one."""
+    if not rows or not all(kinds):
+        return {}
+    return {kind: {"clips": kinds.count(kind), **summarise_clips([r for r, k in zip(rows, kinds) if k == kind])}
+            for kind in sorted(set(kinds))}
+
+
+def summarise_clips(rows: List[Dict[str, float]]) -> Dict[str, float]:
     # The depth-to-baseline ratio spans orders of magnitude when a model collapses, so its clips are
     # summarised by the median; every other metric by the mean, as the paper reports them.
     return {key: float((np.median if key == "depth_to_baseline_vs_gt" else np.mean)([r[key] for r in rows])) for key in rows[0]}
@@ -180,12 +214,12 @@ def train_variant(variant: str, trainer, args) -> dict:
                                               func=lambda step: stamps.append(time.perf_counter())))
     curve = record_loss_curve(trainer, args.iterations)
     started = time.perf_counter()
-    before = evaluate_clips(trainer.pipeline) if variant == args.variants[0] else None
+    before = evaluate_clips(trainer.pipeline) if variant == args.variants[0] else (None, None)
     trainer.pipeline.model.train()
     trainer.train()
     seconds = time.perf_counter() - started
     after = evaluate_clips(trainer.pipeline)
-    fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
+    fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else (None, None)
     # What made the row, so a JSON kept beside the README says which overrides and seed it measured.
     settings = {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": trainer.config.machine.seed,
                 "set": list(args.set), "data": str(args.data) if args.data else None,
@@ -199,8 +233,15 @@ def train_variant(variant: str, trainer, args) -> dict:
                                             "machine": settings["machine"]})
     late = np.diff(stamps[len(stamps) // 2:])
     step_seconds = float(late.mean()) if len(late) else None  # mean over the second half of the run
-    return {"variant": variant, "seconds": seconds, "step_seconds": step_seconds, "settings": settings, "metrics": after,
-            "initial": before, "training_clips": fit, "loss_curve": curve}
+    return {"variant": variant, "seconds": seconds, "step_seconds": step_seconds, "settings": settings,
+            **scores(after, before, fit), "loss_curve": curve}
+
+
+def scores(after: tuple, before: tuple, fit: tuple) -> dict:
+    """A result row's metrics from evaluate_clips' (means, per trajectory kind) of the trained model on
+    held-out clips, of the untrained one (or (None, None)) and on training clips (or (None, None))."""
+    return {"metrics": after[0], "initial": before[0], "training_clips": fit[0],
+            "by_trajectory": {"metrics": after[1], "initial": before[1], "training_clips": fit[1]}}
 
 
 MATCH_ERROR_KEY = "reprojection_median_error"
@@ -253,7 +294,7 @@ def evaluate_checkpoint(variant: str, trainer, args) -> dict:
     checkpoint = FFRM.from_checkpoint(path, map_location=trainer.pipeline.device)
     extra = checkpoint.checkpoint_extra
     seed, trained_from = trainer.config.machine.seed, extra.get("seed")
-    before = None
+    before = (None, None)
     if variant == args.variants[0]:
         if trained_from is not None and trained_from != seed:
             print(f"warning: {path} trained from machine.seed={trained_from}; the initialisation row is seed {seed}'s "
@@ -261,15 +302,14 @@ def evaluate_checkpoint(variant: str, trainer, args) -> dict:
         before = evaluate_clips(trainer.pipeline)
     trainer.pipeline.model.ffrm = checkpoint
     after = evaluate_clips(trainer.pipeline)
-    fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else None
+    fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else (None, None)
     # trained_* come from the checkpoint (None for checkpoints written before they recorded them).
     settings = {"checkpoint": str(path), "iterations": extra.get("steps"), "trained_from_seed": trained_from,
                 "trained_set": extra.get("set"), "trained_teacher_space": extra.get("teacher_space"),
                 "trained_on": extra.get("machine"),
-                "initialisation_seed": seed if before is not None else None, "data": str(args.data) if args.data else None,
+                "initialisation_seed": seed if before[0] is not None else None, "data": str(args.data) if args.data else None,
                 "machine": machine_fingerprint(str(trainer.pipeline.device))}
-    return {"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, "metrics": after,
-            "initial": before, "training_clips": fit}
+    return {"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, **scores(after, before, fit)}
 
 
 def data_folders(args) -> tuple:
@@ -315,6 +355,17 @@ def print_table(results: list, args) -> None:
             for split, m in (("training", r["training_clips"]), ("held-out", r["metrics"])):
                 if m:
                     print(f"| {r['variant']} | {split} | " + " | ".join(format(m[k], spec) for k, _, spec in FIT_COLUMNS) + " |")
+    if any(r["by_trajectory"]["metrics"] for r in results):
+        # Whether poses are learnt where they are easy (forward walks turn little) or also where views turn.
+        print("\nby trajectory kind (identity's rotation err: every view given one rotation; below it rotations are learnt):")
+        print("| variant | clips | trajectory | n | " + " | ".join(name for _, name, _ in TRAJECTORY_COLUMNS) + " |")
+        print("|" + "---|" * (len(TRAJECTORY_COLUMNS) + 4))
+        rows = [("(initialisation)", "held-out", results[0]["by_trajectory"]["initial"])]
+        for r in results:
+            rows += [(r["variant"], "held-out", r["by_trajectory"]["metrics"]), (r["variant"], "training", r["by_trajectory"]["training_clips"])]
+        for variant, split, kinds in rows:
+            for kind, m in (kinds or {}).items():
+                print(f"| {variant} | {split} | {kind} | {m['clips']} | " + " | ".join(format(m[k], spec) for k, _, spec in TRAJECTORY_COLUMNS) + " |")
     by_name = {r["variant"]: r["metrics"] for r in results}
     if "weak" in by_name and "full" in by_name:
         weak, full = by_name["weak"], by_name["full"]

@@ -37,10 +37,59 @@ def test_reproduce_weak_vs_full_quick(capsys, tmp_path):
         terms = ("loss_depth", "loss_reprojection") if r["variant"] == "weak" else ("loss_points", "loss_camera")
         assert [c["step"] for c in r["loss_curve"]] == list(range(1, 31))
         assert all(math.isfinite(c[t]) for c in r["loss_curve"] for t in (*terms, "loss_total"))
+        # per trajectory kind of the synthetic scenes: every held-out clip counted once, under its kind
+        kinds = r["by_trajectory"]["metrics"]
+        assert set(kinds) <= {"orbit", "forward", "lookat"} and sum(m["clips"] for m in kinds.values()) == 2
+        assert sum(m["clips"] for m in r["by_trajectory"]["training_clips"].values()) == 2
+        assert r["metrics"]["identity_rotation_error_deg"] >= 0
+    assert results[0]["by_trajectory"]["initial"] and results[1]["by_trajectory"]["initial"] is None
     out = capsys.readouterr().out
     assert "| weak |" in out and "| full |" in out and "weak / full" in out
     assert "| weak | training |" in out and "| full | held-out |" in out
+    assert "by trajectory kind" in out and "| (initialisation) | held-out |" in out
     assert (tmp_path / "r.json").is_file()
+
+
+def _rotation(axis, degrees):
+    # Rodrigues in numpy: a reference independent of the geometry module.
+    import numpy as np
+
+    k = np.asarray(axis, float) / np.linalg.norm(axis)
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    a = np.radians(degrees)
+    return np.eye(3) + np.sin(a) * K + (1 - np.cos(a)) * K @ K
+
+
+def test_one_rotation_error_is_the_mean_relative_angle_of_the_clip():
+    import numpy as np
+
+    script = load("reproduce_weak_vs_full")
+    # three views turned 0, 10 and 30 degrees about one axis: pairs differ by 10, 30 and 20 degrees
+    poses = np.tile(np.eye(4), (3, 1, 1))
+    for v, angle in enumerate((0, 10, 30)):
+        poses[v, :3, :3] = _rotation([0, 1, 0], angle)
+        poses[v, :3, 3] = [v, 0.5 * v, 0]
+    assert script.one_rotation_error_deg(torch.tensor(poses)) == pytest.approx(20.0, abs=1e-4)
+    # random rotations against arccos((trace(R_i^T R_j) - 1) / 2)
+    rng = np.random.default_rng(0)
+    poses = np.tile(np.eye(4), (5, 1, 1))
+    for v in range(5):
+        poses[v, :3, :3] = _rotation(rng.normal(size=3), rng.uniform(0, 170))
+    expected = np.mean([np.degrees(np.arccos(np.clip((np.trace(poses[i, :3, :3].T @ poses[j, :3, :3]) - 1) / 2, -1, 1)))
+                        for i in range(5) for j in range(i + 1, 5)])
+    assert script.one_rotation_error_deg(torch.tensor(poses)) == pytest.approx(expected, abs=1e-3)
+
+
+def test_summarise_by_kind_groups_clips_and_needs_every_kind():
+    script = load("reproduce_weak_vs_full")
+    rows = [{"pose_auc30": a, "depth_to_baseline_vs_gt": d} for a, d in ((0.2, 1.0), (0.4, 3.0), (0.9, 100.0), (0.6, 2.0))]
+    kinds = ["orbit", "forward", "orbit", "orbit"]
+    by_kind = script.summarise_by_kind(rows, kinds)
+    assert list(by_kind) == ["forward", "orbit"]
+    assert by_kind["forward"] == {"clips": 1, "pose_auc30": pytest.approx(0.4), "depth_to_baseline_vs_gt": 3.0}
+    assert by_kind["orbit"]["clips"] == 3 and by_kind["orbit"]["pose_auc30"] == pytest.approx(1.7 / 3)
+    assert by_kind["orbit"]["depth_to_baseline_vs_gt"] == 2.0  # the median, like the overall summary
+    assert script.summarise_by_kind(rows, ["orbit", None, "orbit", "orbit"]) == {}  # a scene without scene.json
 
 
 def test_loss_curve_averages_windows_and_keeps_a_short_last_one():

@@ -7,7 +7,7 @@ imports our dataparser while its own datamanager module is still loading).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -31,6 +31,7 @@ class LoadedScene:
     intrinsics: Optional[torch.Tensor] = None  # (N, 3, 3) OpenCV at the training size
     gt_cam_to_world: Optional[torch.Tensor] = None  # (N, 4, 4) OpenCV
     gt_depth: Optional[torch.Tensor] = None  # (N, H, W)
+    metadata: Dict = field(default_factory=dict)  # the scene's scene.json (synthetic scenes: seed, trajectory kind)
 
 
 def load_training_scene(view_set: ViewSet, labels: SceneLabels, image_size: Tuple[int, int], use_known_intrinsics: bool = True) -> LoadedScene:
@@ -53,6 +54,7 @@ def load_training_scene(view_set: ViewSet, labels: SceneLabels, image_size: Tupl
         if use_known_intrinsics:
             scene.intrinsics = scale_intrinsics(K, sx, sy)
         scene.gt_cam_to_world = torch.from_numpy(nerfstudio_scene.cam_to_world).float()
+        scene.metadata = dict(nerfstudio_scene.metadata)
         if nerfstudio_scene.has_depth:
             depth = torch.from_numpy(nerfstudio_scene.load_depths())[:, None]
             scene.gt_depth = F.interpolate(depth, size=(H, W), mode="nearest")[:, 0]
