@@ -24,23 +24,7 @@ _spec = importlib.util.spec_from_file_location("plot_weak_vs_full", Path(__file_
 _budget = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_budget)
 
-SEED_KEY = "machine.seed"  # already in the label as "seed N"
 MATCH_ERROR = "reprojection_median_error"  # reproduce_weak_vs_full.MATCH_ERROR_KEY (degrees, or pixels for the pixel residual)
-
-
-def label(row: dict, source: Path, several_files: bool) -> str:
-    """'weak, seed 3, space=depth, reprojection_weight=2.0' (and the file where several are drawn)."""
-    settings = row.get("settings") or {}
-    parts = [row.get("variant", "?")]
-    if settings.get("seed") is not None:
-        parts.append(f"seed {settings['seed']}")
-    for item in settings.get("set") or []:
-        key, _, value = item.partition("=")
-        if key != SEED_KEY:
-            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
-    if several_files:
-        parts.append(source.stem)
-    return ", ".join(parts)
 
 
 def collect(paths: List[Path]) -> Tuple[List[Tuple[str, List[dict]]], List[str]]:
@@ -48,7 +32,7 @@ def collect(paths: List[Path]) -> Tuple[List[Tuple[str, List[dict]]], List[str]]
     curves, skipped = [], []
     for path in paths:
         for row in _budget.read_runs(path, skipped):
-            name = label(row, path, len(paths) > 1)
+            name = _budget.run_label(row, path, len(paths) > 1)
             if not row.get("loss_curve"):
                 skipped.append(f"{path}: {name} has no loss_curve (trained before rows kept one, or an --evaluate row); left out")
                 continue

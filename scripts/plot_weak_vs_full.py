@@ -64,6 +64,26 @@ def read_runs(path: Path, skipped: List[str]) -> List[dict]:
     return []
 
 
+SEED_KEY = "machine.seed"  # already in the label as "seed N"
+
+
+def run_label(row: dict, source: Path, several_files: bool) -> str:
+    """'weak, seed 3, space=depth, reprojection_weight=2.0' (and the file where several are drawn); an
+    --evaluate row is labelled by what its checkpoint trained with."""
+    settings = row.get("settings") or {}
+    parts = [row.get("variant", "?")]
+    seed = settings.get("seed", settings.get("trained_from_seed"))
+    if seed is not None:
+        parts.append(f"seed {seed}")
+    for item in settings.get("set") or settings.get("trained_set") or []:
+        key, _, value = item.partition("=")
+        if key != SEED_KEY:
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    if several_files:
+        parts.append(source.stem)
+    return ", ".join(parts)
+
+
 def collect(paths: List[Path], teacher: str, unrecorded: Optional[Dict[Path, Tuple[int, int]]] = None
             ) -> Tuple[Dict[Tuple[int, int], Dict[str, dict]], List[str]]:
     """{(seed, iterations): {"weak": metrics, "full": metrics}} and what was left out, with why."""

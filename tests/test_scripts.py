@@ -477,3 +477,35 @@ def test_plot_sweep_averages_trainings_per_seed_against_the_swept_value(tmp_path
         sweep.main([str(runs), str(runs), "--sweep", key, "--default", "0.5", "--steps", "100", "--output", str(output)])
     with pytest.raises(SystemExit, match="no weak training at 7 steps"):
         sweep.main([str(runs), "--sweep", key, "--default", "0.5", "--steps", "7", "--output", str(output)])
+
+
+def test_plot_by_trajectory_pairs_weak_with_its_sibling_per_kind(tmp_path, capsys):
+    def kinds(auc_forward, auc_orbit, tau):
+        return {"forward": {"clips": 3, "pose_auc30": auc_forward, "rotation_error_deg": 6.0, "identity_rotation_error_deg": 8.0, "depth_tau": tau},
+                "orbit": {"clips": 2, "pose_auc30": auc_orbit, "rotation_error_deg": 70.0, "identity_rotation_error_deg": 74.0, "depth_tau": tau}}
+
+    def row(variant, trained_set, by_kind):
+        # --evaluate rows: labelled by what their checkpoint trained with
+        return {"variant": variant, "settings": {"trained_from_seed": 3, "trained_set": trained_set},
+                "metrics": {}, "by_trajectory": {"metrics": by_kind, "initial": None, "training_clips": None}}
+
+    weight = "pipeline.model.loss.reprojection_weight=1.0"
+    (tmp_path / "runs.json").write_text(json.dumps([row("weak", ["machine.seed=3", weight], kinds(0.3, 0.02, 0.4)),
+                                                    row("full", ["machine.seed=3"], kinds(0.6, 0.08, 0.5))]))
+    (tmp_path / "old.json").write_text(json.dumps([{"variant": "weak", "settings": {"seed": 1}, "metrics": {}}]))
+    script = load("plot_by_trajectory")
+    entries = script.main([str(tmp_path / "runs.json"), str(tmp_path / "old.json"), "--output", str(tmp_path / "k.png")])
+    assert [name for name, _, _ in entries] == ["weak, seed 3, reprojection_weight=1.0, runs", "full, seed 3, runs"]
+    (weak, full, by_kind), = script.ratios(entries)[0]
+    assert by_kind["forward"] == {"pose_auc30": pytest.approx(0.5), "depth_tau": pytest.approx(0.8)}
+    assert by_kind["orbit"]["pose_auc30"] == pytest.approx(0.25)
+    captured = capsys.readouterr()
+    assert "old.json: weak, seed 1, old has no metrics per trajectory kind" in captured.err
+    assert "forward AUC@30 0.50, depth tau 0.80; orbit AUC@30 0.25" in captured.out
+    assert (tmp_path / "k.png").stat().st_size > 0
+    # a seed with two siblings gets no ratio, and says why
+    (tmp_path / "two.json").write_text(json.dumps([row("full", ["machine.seed=3"], kinds(0.5, 0.1, 0.5))]))
+    paired, unpaired = script.ratios(script.collect([tmp_path / "runs.json", tmp_path / "two.json"])[0])
+    assert paired == [] and "2 supervised siblings" in unpaired[0]
+    with pytest.raises(SystemExit, match="no row with metrics per trajectory kind"):
+        script.main([str(tmp_path / "old.json"), "--output", str(tmp_path / "none.png")])
