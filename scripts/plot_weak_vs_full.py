@@ -69,16 +69,20 @@ SEED_KEY = "machine.seed"  # already in the label as "seed N"
 
 def run_label(row: dict, source: Path, several_files: bool) -> str:
     """'weak, seed 3, space=depth, reprojection_weight=2.0' (and the file where several are drawn); an
-    --evaluate row is labelled by what its checkpoint trained with."""
+    --evaluate row is labelled by what its checkpoint trained with, or by the checkpoint's folder when
+    the checkpoint is older than the settings it records."""
     settings = row.get("settings") or {}
     parts = [row.get("variant", "?")]
     seed = settings.get("seed", settings.get("trained_from_seed"))
     if seed is not None:
         parts.append(f"seed {seed}")
-    for item in settings.get("set") or settings.get("trained_set") or []:
+    overrides = settings.get("set", settings.get("trained_set"))
+    for item in overrides or []:
         key, _, value = item.partition("=")
         if key != SEED_KEY:
             parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    if overrides is None and settings.get("checkpoint"):
+        parts.append(f"checkpoint {Path(settings['checkpoint']).parent.name}")
     if several_files:
         parts.append(source.stem)
     return ", ".join(parts)

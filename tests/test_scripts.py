@@ -507,5 +507,8 @@ def test_plot_by_trajectory_pairs_weak_with_its_sibling_per_kind(tmp_path, capsy
     (tmp_path / "two.json").write_text(json.dumps([row("full", ["machine.seed=3"], kinds(0.5, 0.1, 0.5))]))
     paired, unpaired = script.ratios(script.collect([tmp_path / "runs.json", tmp_path / "two.json"])[0])
     assert paired == [] and "2 supervised siblings" in unpaired[0]
+    # a checkpoint older than the settings it records: named by its folder
+    older = {"variant": "weak", "settings": {"trained_from_seed": 42, "trained_set": None, "checkpoint": "/runs/ckpt_w1/weak.pt"}}
+    assert load("plot_weak_vs_full").run_label(older, tmp_path / "x.json", False) == "weak, seed 42, checkpoint ckpt_w1"
     with pytest.raises(SystemExit, match="no row with metrics per trajectory kind"):
         script.main([str(tmp_path / "old.json"), "--output", str(tmp_path / "none.png")])
