@@ -43,28 +43,28 @@ def collect(paths: List[Path]) -> Tuple[List[Entry], List[str]]:
     return entries, skipped
 
 
-def seed_of(row: dict):
-    settings = row.get("settings") or {}
-    return settings.get("seed", settings.get("trained_from_seed"))
+def pairing_key(row: dict) -> tuple:
+    """A weak training and its sibling pair up when trained from one seed and scored on one held-out set."""
+    return _budget.run_seed(row), (row.get("settings") or {}).get("data")
 
 
 def ratios(entries: List[Entry]) -> Tuple[List[Tuple[str, str, Dict[str, Dict[str, float]]]], List[str]]:
     """[(weak label, full label, {kind: {metric: weak / full}})] for every weak training whose seed has
-    one supervised sibling among the entries (the kinds both were scored on), and the weak trainings
-    left unpaired because their seed has several siblings."""
+    one supervised sibling among the entries scored on the same data (the kinds both were scored on),
+    and the weak trainings left unpaired because their seed has several siblings there."""
     fulls: Dict[object, List[Entry]] = {}
     for entry in entries:
         if entry[1].get("variant") == "full":
-            fulls.setdefault(seed_of(entry[1]), []).append(entry)
+            fulls.setdefault(pairing_key(entry[1]), []).append(entry)
     out, unpaired = [], []
     for name, row, kinds in entries:
-        seed = seed_of(row)
-        if row.get("variant") != "weak" or seed is None or seed not in fulls:
+        key = pairing_key(row)
+        if row.get("variant") != "weak" or key[0] is None or key not in fulls:
             continue
-        if len(fulls[seed]) > 1:
-            unpaired.append(f"{name}: seed {seed} has {len(fulls[seed])} supervised siblings here; no ratio")
+        if len(fulls[key]) > 1:
+            unpaired.append(f"{name}: seed {key[0]} has {len(fulls[key])} supervised siblings here; no ratio")
             continue
-        full_name, _, full_kinds = fulls[seed][0]
+        full_name, _, full_kinds = fulls[key][0]
         out.append((name, full_name, {kind: {key: kinds[kind][key] / full_kinds[kind][key] if full_kinds[kind][key] > 0 else float("nan")
                                              for key in ("pose_auc30", "depth_tau")}
                                       for kind in kinds if kind in full_kinds}))

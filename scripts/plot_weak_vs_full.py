@@ -67,13 +67,19 @@ def read_runs(path: Path, skipped: List[str]) -> List[dict]:
 SEED_KEY = "machine.seed"  # already in the label as "seed N"
 
 
+def run_seed(row: dict):
+    """The seed a row trained from: its own, or (an --evaluate row) its checkpoint's; None if unrecorded."""
+    settings = row.get("settings") or {}
+    return settings.get("seed", settings.get("trained_from_seed"))
+
+
 def run_label(row: dict, source: Path, several_files: bool) -> str:
     """'weak, seed 3, space=depth, reprojection_weight=2.0' (and the file where several are drawn); an
     --evaluate row is labelled by what its checkpoint trained with, or by the checkpoint's folder when
     the checkpoint is older than the settings it records."""
     settings = row.get("settings") or {}
     parts = [row.get("variant", "?")]
-    seed = settings.get("seed", settings.get("trained_from_seed"))
+    seed = run_seed(row)
     if seed is not None:
         parts.append(f"seed {seed}")
     overrides = settings.get("set", settings.get("trained_set"))

@@ -507,6 +507,12 @@ def test_plot_by_trajectory_pairs_weak_with_its_sibling_per_kind(tmp_path, capsy
     (tmp_path / "two.json").write_text(json.dumps([row("full", ["machine.seed=3"], kinds(0.5, 0.1, 0.5))]))
     paired, unpaired = script.ratios(script.collect([tmp_path / "runs.json", tmp_path / "two.json"])[0])
     assert paired == [] and "2 supervised siblings" in unpaired[0]
+    # a sibling scored on other held-out scenes is not one to divide by
+    elsewhere = row("full", ["machine.seed=3"], kinds(0.5, 0.1, 0.5))
+    elsewhere["settings"]["data"] = "/other/scenes"
+    (tmp_path / "elsewhere.json").write_text(json.dumps([elsewhere]))
+    paired, unpaired = script.ratios(script.collect([tmp_path / "runs.json", tmp_path / "elsewhere.json"])[0])
+    assert len(paired) == 1 and paired[0][1] == "full, seed 3, runs" and unpaired == []
     # a checkpoint older than the settings it records: named by its folder
     older = {"variant": "weak", "settings": {"trained_from_seed": 42, "trained_set": None, "checkpoint": "/runs/ckpt_w1/weak.pt"}}
     assert load("plot_weak_vs_full").run_label(older, tmp_path / "x.json", False) == "weak, seed 42, checkpoint ckpt_w1"
