@@ -13,7 +13,6 @@ figures as a table, and weak / full per kind for each seed with both a weak trai
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 from pathlib import Path
@@ -99,11 +98,7 @@ def plot(entries: List[Entry], output: Path, title: str) -> Path:
 
 
 def main(argv=None) -> List[Entry]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", type=Path, nargs="+", help="JSON files written by reproduce_weak_vs_full.py --output")
-    parser.add_argument("--output", type=Path, default=Path("by_trajectory.png"))
-    parser.add_argument("--title", default="")
-    args = parser.parse_args(argv)
+    args = _budget.results_parser(__doc__, "by_trajectory.png").parse_args(argv)
     entries, skipped = collect(args.results)
     for line in skipped:
         print(line, file=sys.stderr)

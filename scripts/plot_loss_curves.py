@@ -13,7 +13,6 @@ out.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import math
 import sys
@@ -77,11 +76,7 @@ def plot(curves: List[Tuple[str, List[dict]]], output: Path, title: str) -> Path
 
 
 def main(argv=None) -> List[Tuple[str, List[dict]]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", type=Path, nargs="+", help="JSON files written by reproduce_weak_vs_full.py --output")
-    parser.add_argument("--output", type=Path, default=Path("loss_curves.png"))
-    parser.add_argument("--title", default="")
-    args = parser.parse_args(argv)
+    args = _budget.results_parser(__doc__, "loss_curves.png").parse_args(argv)
     curves, skipped = collect(args.results)
     for line in skipped:
         print(line, file=sys.stderr)

@@ -20,7 +20,6 @@ values trained at different sets of seeds can be compared on the seeds they shar
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 from collections import defaultdict
@@ -176,14 +175,11 @@ def plot(table: List[dict], output: Path, sweep: str, title: str) -> Path:
 
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", type=Path, nargs="+", help="JSON files written (or assembled) from reproduce_weak_vs_full.py")
+    parser = _budget.results_parser(__doc__, "sweep.png", "JSON files written (or assembled) from reproduce_weak_vs_full.py")
     parser.add_argument("--sweep", required=True, help="the --set key whose value is the x axis")
     parser.add_argument("--default", type=float, required=True, help="its value in runs that did not override it")
     parser.add_argument("--steps", type=int, required=True, help="the training budget to compare at")
     parser.add_argument("--teacher", choices=["depth", "disparity"], default="depth")
-    parser.add_argument("--output", type=Path, default=Path("sweep.png"))
-    parser.add_argument("--title", default="")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="only these initialisations, e.g. the seeds every value was trained at, to compare values on the same seeds")
     parser.add_argument("--unrecorded", nargs="*", default=[], metavar="NAME=SEED[:VALUE]",

@@ -64,6 +64,16 @@ def read_runs(path: Path, skipped: List[str]) -> List[dict]:
     return []
 
 
+def results_parser(doc: str, default_output: str, results_help: str = "JSON files written by reproduce_weak_vs_full.py --output"
+                   ) -> argparse.ArgumentParser:
+    """The arguments every plotting script takes: result files, the figure to write and its title."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, nargs="+", help=results_help)
+    parser.add_argument("--output", type=Path, default=Path(default_output))
+    parser.add_argument("--title", default="")
+    return parser
+
+
 SEED_KEY = "machine.seed"  # already in the label as "seed N"
 
 
@@ -192,12 +202,9 @@ def save_figure(fig, output: Path, title: str) -> Path:
 
 
 def main(argv=None) -> List[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", type=Path, nargs="+", help="JSON files written by reproduce_weak_vs_full.py --output")
+    parser = results_parser(__doc__, "weak_vs_full_budget.png")
     parser.add_argument("--teacher", choices=["depth", "disparity"], default="depth",
                         help="the simulated teacher's space of the weak runs to draw (runs with the other are left out)")
-    parser.add_argument("--output", type=Path, default=Path("weak_vs_full_budget.png"))
-    parser.add_argument("--title", default="")
     parser.add_argument("--unrecorded", nargs="*", default=[], metavar="FILE=SEED:STEPS",
                         help="the seed and steps of a results file written before runs recorded their settings")
     args = parser.parse_args(argv)
