@@ -104,7 +104,8 @@ def apply_overrides(config, overrides: list) -> None:
 
 TRAJECTORY_COLUMNS = [("pose_auc30", "AUC@30", ".3f"), ("rotation_error_deg", "rotation err (deg)", ".1f"),
                       ("identity_rotation_error_deg", "identity's rotation err (deg)", ".1f"),
-                      ("translation_error_deg", "translation err (deg)", ".1f"), ("depth_tau", "depth tau", ".3f")]
+                      ("translation_error_deg", "translation err (deg)", ".1f"), ("depth_tau", "depth tau", ".3f"),
+                      ("matched_pair_fraction", "pairs with matches", ".2f")]
 
 
 @torch.no_grad()
@@ -113,7 +114,8 @@ def evaluate_clips(pipeline, split: str = "eval", count: Optional[int] = None) -
     first ``count`` training scenes (``"train"``: how well the model fits what it trained on), and the
     same means per trajectory kind of the synthetic scenes (``{kind: {"clips": n, metric: mean}}``;
     empty when the scenes' scene.json names none). Every clip also gets the rotation error of a model
-    that gives all views one rotation (``identity_rotation_error_deg``): below it, rotations are learnt."""
+    that gives all views one rotation (``identity_rotation_error_deg``): below it, rotations are learnt;
+    and the share of its view pairs the weak labels tie together (``matched_pair_fraction``)."""
     from reliev3r_ns.eval.evaluate import clip_metrics
 
     datamanager, model = pipeline.datamanager, pipeline.model
@@ -129,6 +131,7 @@ def evaluate_clips(pipeline, split: str = "eval", count: Optional[int] = None) -
         row["depth_to_baseline_vs_gt"] = (depth_to_baseline(p.depth[0], p.cam_to_world[0])
                                           / depth_to_baseline(batch["gt_depth"][0], gt_cam_to_world))
         row["identity_rotation_error_deg"] = one_rotation_error_deg(gt_cam_to_world)
+        row["matched_pair_fraction"] = matched_pair_fraction(batch["matches"], batch["views"], datamanager.config.min_pair_matches)
         rows.append(row)
         kinds.append(dataset.scenes[index].metadata.get("trajectory"))
     return summarise_clips(rows), summarise_by_kind(rows, kinds)
@@ -142,6 +145,15 @@ def one_rotation_error_deg(gt_cam_to_world: torch.Tensor) -> float:
     one_rotation = gt_cam_to_world.clone()
     one_rotation[:, :3, :3] = torch.eye(3, dtype=one_rotation.dtype, device=one_rotation.device)
     return relative_pose_errors(one_rotation, gt_cam_to_world)[0].mean().item()
+
+
+def matched_pair_fraction(matches, views: int, min_matches: int) -> float:
+    """Share of the unordered view pairs of a one-clip batch's ``Matches`` linked by at least
+    ``min_matches`` correspondences (what the clip sampler counts as overlapping)."""
+    low, high = torch.minimum(matches.view_i, matches.view_j), torch.maximum(matches.view_i, matches.view_j)
+    counts = torch.bincount(low * views + high, minlength=views * views).reshape(views, views)
+    upper = torch.triu_indices(views, views, offset=1)
+    return float((counts[upper[0], upper[1]] >= min_matches).float().mean())
 
 
 def summarise_by_kind(rows: List[Dict[str, float]], kinds: List[Optional[str]]) -> Dict[str, dict]:

@@ -518,3 +518,17 @@ def test_plot_by_trajectory_pairs_weak_with_its_sibling_per_kind(tmp_path, capsy
     assert load("plot_weak_vs_full").run_label(older, tmp_path / "x.json", False) == "weak, seed 42, checkpoint ckpt_w1"
     with pytest.raises(SystemExit, match="no row with metrics per trajectory kind"):
         script.main([str(tmp_path / "old.json"), "--output", str(tmp_path / "none.png")])
+
+
+def test_matched_pair_fraction_counts_unordered_pairs_with_enough_matches():
+    from reliev3r_ns.losses import Matches
+
+    script = load("reproduce_weak_vs_full")
+    # 4 views, 6 pairs: (0, 1) 3 matches, (2, 1) 2 + (1, 2) 1 = 3 (either order counts), (0, 3) 1
+    view_i = torch.tensor([0, 0, 0, 2, 2, 1, 0])
+    view_j = torch.tensor([1, 1, 1, 1, 1, 2, 3])
+    m = len(view_i)
+    matches = Matches(torch.zeros(m, dtype=torch.long), view_i, view_j, torch.zeros(m, 2), torch.zeros(m, 2), torch.ones(m))
+    assert script.matched_pair_fraction(matches, 4, 3) == pytest.approx(2 / 6)
+    assert script.matched_pair_fraction(matches, 4, 1) == pytest.approx(3 / 6)
+    assert script.matched_pair_fraction(matches, 4, 4) == 0.0
