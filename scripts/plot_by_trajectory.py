@@ -64,8 +64,8 @@ def ratios(entries: List[Entry]) -> Tuple[List[Tuple[str, str, Dict[str, Dict[st
             unpaired.append(f"{name}: seed {key[0]} has {len(fulls[key])} supervised siblings here; no ratio")
             continue
         full_name, _, full_kinds = fulls[key][0]
-        out.append((name, full_name, {kind: {key: kinds[kind][key] / full_kinds[kind][key] if full_kinds[kind][key] > 0 else float("nan")
-                                             for key in ("pose_auc30", "depth_tau")}
+        out.append((name, full_name, {kind: {metric: kinds[kind][metric] / full_kinds[kind][metric] if full_kinds[kind][metric] > 0 else float("nan")
+                                             for metric in ("pose_auc30", "depth_tau")}
                                       for kind in kinds if kind in full_kinds}))
     return out, unpaired
 
