@@ -18,13 +18,26 @@ the reprojection term of GT at s = 1 is well below its value at s = 0, the objec
 and a model that drifts is in a poor basin; if it is about the same, the labels and the robust scale
 leave the collapse nearly free.
 
-    python scripts/diagnose_weak_objective.py --data DIR --label-cache LABELS --checkpoint weak=weak.pt full=full.pt
+Two rotation swaps ask the same of rotations, which neither model learns on wide-baseline clips:
+
+- ``GT, one rotation``: the truth with every view given the first view's rotation (what a model that
+  learnt no rotation predicts): how much the objective charges for missing rotations;
+- ``model NAME, GT rotations``: the model's depth and camera centres with the true relative rotations
+  (anchored at its first view): below the model's own term, right rotations would pay even with the
+  rest of its geometry as it is; above it, its depth and centres have grown around its wrong rotations.
+
+When the scenes' scene.json names their trajectory kind (the synthetic scenes: forward walk, orbit,
+look-at set), a second table splits the terms at baseline x 1 by kind.
+
+    python scripts/diagnose_weak_objective.py --data DIR --label-cache LABELS --checkpoint weak=weak.pt full=full.pt [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import importlib.util
 import json
 import tempfile
 from pathlib import Path
@@ -35,6 +48,10 @@ import torch
 
 from reliev3r_ns.losses.objective import GeometryPrediction, Reliev3rLossConfig, WeakLabels, compute_loss
 
+_spec = importlib.util.spec_from_file_location("reproduce_weak_vs_full", Path(__file__).with_name("reproduce_weak_vs_full.py"))
+_reproduce = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_reproduce)
+
 
 def shrink_baseline(cam_to_world: torch.Tensor, scale: float) -> torch.Tensor:
     """(B, V, 4, 4) camera-to-world with each clip's camera centres pulled toward their mean by
@@ -43,6 +60,22 @@ def shrink_baseline(cam_to_world: torch.Tensor, scale: float) -> torch.Tensor:
     centres = cam_to_world[..., :3, 3]
     out[..., :3, 3] = centres.mean(dim=1, keepdim=True) + scale * (centres - centres.mean(dim=1, keepdim=True))
     return out
+
+
+def with_rotations_of(cam_to_world: torch.Tensor, rotations_from: torch.Tensor) -> torch.Tensor:
+    """(B, V, 4, 4) camera-to-world (OpenCV) with the camera centres of ``cam_to_world`` and the relative
+    rotations of ``rotations_from`` (B, V, 4, 4 camera-to-world), anchored so that view 0 keeps its
+    rotation: R'_i = R_0 R~_0^T R~_i, hence R'_i^T R'_j = R~_i^T R~_j."""
+    out = cam_to_world.clone()
+    anchor = cam_to_world[:, :1, :3, :3] @ rotations_from[:, :1, :3, :3].transpose(-1, -2)  # (B, 1, 3, 3)
+    out[..., :3, :3] = anchor @ rotations_from[..., :3, :3]
+    return out
+
+
+def one_rotation(cam_to_world: torch.Tensor) -> torch.Tensor:
+    """(B, V, 4, 4) camera-to-world with every view given view 0's rotation (centres unchanged)."""
+    identity = torch.eye(4, dtype=cam_to_world.dtype, device=cam_to_world.device).expand_as(cam_to_world)
+    return with_rotations_of(cam_to_world, identity)
 
 
 def weak_terms(geometry: GeometryPrediction, weak: WeakLabels, config: Reliev3rLossConfig) -> Dict[str, float]:
@@ -73,6 +106,10 @@ def main(argv=None) -> Dict:
     parser.add_argument("--checkpoint", nargs="*", default=[], metavar="NAME=PATH", help="FFRM checkpoints to score as well")
     parser.add_argument("--clips", type=int, default=16, help="fixed 8-view clips, one from each of the first N training scenes")
     parser.add_argument("--baseline-scales", type=float, nargs="+", default=[1.0, 0.5, 0.1, 0.0])
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="Trainer config overrides, as reproduce_weak_vs_full.py takes them; give the ones the "
+                             "checkpoints trained with that change the labels or the loss, e.g. "
+                             "pipeline.datamanager.labels.simulated.space=depth")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -84,8 +121,10 @@ def main(argv=None) -> Dict:
     train = args.data / "train" if args.data else ensure_default_dataset()["train"]
     models = {name: FFRM.from_checkpoint(path, map_location="cpu").eval() for name, path in named_checkpoints(args.checkpoint).items()}
     config = copy.deepcopy(reliev3r_method.config)
+    _reproduce.apply_overrides(config, args.set)
     loss_config = config.pipeline.model.loss
     rows: Dict[str, Dict[str, List[float]]] = {}
+    kinds: List = []
     with tempfile.TemporaryDirectory() as tmp:
         dm_config = config.pipeline.datamanager
         dm_config.data = subset(train, args.clips, Path(tmp))
@@ -95,17 +134,28 @@ def main(argv=None) -> Dict:
         for index in range(min(args.clips, len(datamanager.train_dataset))):
             batch = datamanager.train_clip(index)
             weak = WeakLabels(teacher=batch["teacher"], teacher_space=batch["teacher_space"], matches=batch["matches"])
-            candidates = {"GT": GeometryPrediction(batch["gt_depth"], torch.ones_like(batch["gt_depth"]), batch["intrinsics"], batch["gt_cam_to_world"])}
+            gt_cam_to_world = batch["gt_cam_to_world"]
+            kinds.append(datamanager.train_dataset.scenes[index].metadata.get("trajectory"))
+            candidates = {"GT": GeometryPrediction(batch["gt_depth"], torch.ones_like(batch["gt_depth"]), batch["intrinsics"], gt_cam_to_world)}
+            candidates["GT, one rotation"] = dataclasses.replace(candidates["GT"], cam_to_world=one_rotation(gt_cam_to_world))
             with torch.no_grad():
                 for name, model in models.items():
                     p = model(batch["images"], batch.get("intrinsics"))
                     candidates[f"model {name}"] = GeometryPrediction(p.depth, p.confidence, p.intrinsics, p.cam_to_world)
+                    candidates[f"model {name}, GT rotations"] = dataclasses.replace(
+                        candidates[f"model {name}"], cam_to_world=with_rotations_of(p.cam_to_world, gt_cam_to_world))
             for name, geometry in candidates.items():
                 for s in args.baseline_scales:
-                    moved = GeometryPrediction(geometry.depth, geometry.confidence, geometry.intrinsics, shrink_baseline(geometry.cam_to_world, s))
+                    moved = dataclasses.replace(geometry, cam_to_world=shrink_baseline(geometry.cam_to_world, s))
                     for key, value in weak_terms(moved, weak, loss_config).items():
                         rows.setdefault(f"{name} | {s:g}", {}).setdefault(key, []).append(value)
     summary = {row: {key: float(np.mean(values)) for key, values in terms.items()} for row, terms in rows.items()}
+    by_kind = {}
+    if kinds and all(kinds):
+        by_kind = {kind: {row: {"clips": kinds.count(kind), **{key: float(np.mean([v for v, k in zip(values, kinds) if k == kind]))
+                                                                for key, values in terms.items()}}
+                          for row, terms in rows.items() if row.endswith(" | 1")}
+                   for kind in sorted(set(kinds))}
     print(f"weak loss terms, mean over {args.clips} fixed 8-view training clips (confidence 1 for all; reprojection weight "
           f"{loss_config.reprojection_weight} in training)")
     print("| geometry | baseline x | depth term | reprojection term | median angle (deg) |")
@@ -113,9 +163,16 @@ def main(argv=None) -> Dict:
     for row, terms in summary.items():
         name, s = row.split(" | ")
         print(f"| {name} | {s} | {terms['depth']:.4f} | {terms['reprojection']:.4f} | {terms['median_angle_deg']:.2f} |")
+    if by_kind:
+        print("\nat baseline x 1, by trajectory kind")
+        print("| trajectory | clips | geometry | depth term | reprojection term | median angle (deg) |")
+        print("|---|---|---|---|---|---|")
+        for kind, kind_rows in by_kind.items():
+            for row, terms in kind_rows.items():
+                print(f"| {kind} | {terms['clips']} | {row.split(' | ')[0]} | {terms['depth']:.4f} | {terms['reprojection']:.4f} | {terms['median_angle_deg']:.2f} |")
     if args.output:
-        args.output.write_text(json.dumps({"clips": args.clips, "rows": summary}, indent=2))
-    return summary
+        args.output.write_text(json.dumps({"clips": args.clips, "set": args.set, "rows": summary, "by_trajectory": by_kind}, indent=2))
+    return {"rows": summary, "by_trajectory": by_kind}
 
 
 if __name__ == "__main__":

@@ -370,15 +370,50 @@ def test_diagnose_weak_objective_ranks_the_truth_below_its_collapse(small_data, 
     from reliev3r_ns.model import FFRM, ffrm_config
 
     checkpoint = FFRM(ffrm_config("tiny")).save_checkpoint(tmp_path / "ffrm.pt", {"image_size": [96, 128]})
-    rows = load("diagnose_weak_objective").main(["--data", str(small_data), "--label-cache", str(small_data / "label_cache"),
-                                                 "--clips", "2", "--checkpoint", f"random={checkpoint}",
-                                                 "--output", str(tmp_path / "d.json")])
+    result = load("diagnose_weak_objective").main(["--data", str(small_data), "--label-cache", str(small_data / "label_cache"),
+                                                   "--clips", "2", "--checkpoint", f"random={checkpoint}",
+                                                   "--set", "pipeline.model.loss.reprojection_weight=1.0",
+                                                   "--output", str(tmp_path / "d.json")])
+    rows = result["rows"]
     truth, collapsed = rows["GT | 1"], rows["GT | 0"]
     assert truth["median_angle_deg"] < 1.0 < collapsed["median_angle_deg"]
     assert truth["reprojection"] < 0.5 * collapsed["reprojection"]
     assert truth["depth"] == collapsed["depth"]
-    assert set(rows) >= {"model random | 1", "model random | 0"}
-    assert json.loads((tmp_path / "d.json").read_text())["rows"] == rows
+    # Taking the clip's rotations away costs the angular loss too (these clips turn by several degrees).
+    assert truth["reprojection"] < 0.5 * rows["GT, one rotation | 1"]["reprojection"]
+    assert set(rows) >= {"model random | 1", "model random | 0", "model random, GT rotations | 1"}
+    written = json.loads((tmp_path / "d.json").read_text())
+    assert written["rows"] == rows and written["set"] == ["pipeline.model.loss.reprojection_weight=1.0"]
+    # The synthetic scenes name their trajectory kind: the per-kind split holds every clip once.
+    by_kind = result["by_trajectory"]
+    assert sum(terms["GT | 1"]["clips"] for terms in by_kind.values()) == 2
+    assert written["by_trajectory"] == by_kind
+
+
+def test_diagnose_rotation_swaps_keep_centres_and_take_relative_rotations():
+    # Reference: relative rotations R_i^T R_j computed directly from random rotation matrices.
+    diagnose = load("diagnose_weak_objective")
+    generator = torch.Generator().manual_seed(0)
+
+    def random_cam_to_world(b, v):
+        q, r = torch.linalg.qr(torch.randn(b, v, 3, 3, generator=generator, dtype=torch.float64))
+        q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+        q = q * torch.det(q).sign()[..., None, None]  # proper rotations
+        out = torch.eye(4, dtype=torch.float64).repeat(b, v, 1, 1)
+        out[..., :3, :3], out[..., :3, 3] = q, torch.randn(b, v, 3, generator=generator, dtype=torch.float64)
+        return out
+
+    mine, theirs = random_cam_to_world(2, 5), random_cam_to_world(2, 5)
+    swapped = diagnose.with_rotations_of(mine, theirs)
+    assert torch.equal(swapped[..., :3, 3], mine[..., :3, 3])
+    assert torch.allclose(swapped[:, 0], mine[:, 0])
+    for i in range(5):
+        for j in range(5):
+            expected = theirs[:, i, :3, :3].transpose(-1, -2) @ theirs[:, j, :3, :3]
+            assert torch.allclose(swapped[:, i, :3, :3].transpose(-1, -2) @ swapped[:, j, :3, :3], expected, atol=1e-12)
+    flat = diagnose.one_rotation(mine)
+    assert torch.allclose(flat[..., :3, :3], mine[:, :1, :3, :3].expand(-1, 5, -1, -1))
+    assert torch.equal(flat[..., :3, 3], mine[..., :3, 3])
 
 
 def test_plot_weak_vs_full_pairs_runs_by_seed_and_budget(tmp_path, capsys):
