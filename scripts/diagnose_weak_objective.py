@@ -119,7 +119,8 @@ def main(argv=None) -> Dict:
     from reliev3r_ns.model import FFRM
 
     train = args.data / "train" if args.data else ensure_default_dataset()["train"]
-    models = {name: FFRM.from_checkpoint(path, map_location="cpu").eval() for name, path in named_checkpoints(args.checkpoint).items()}
+    checkpoints = named_checkpoints(args.checkpoint)
+    models = {name: FFRM.from_checkpoint(path, map_location="cpu").eval() for name, path in checkpoints.items()}
     config = copy.deepcopy(reliev3r_method.config)
     _reproduce.apply_overrides(config, args.set)
     loss_config = config.pipeline.model.loss
@@ -171,7 +172,8 @@ def main(argv=None) -> Dict:
             for row, terms in kind_rows.items():
                 print(f"| {kind} | {terms['clips']} | {row.split(' | ')[0]} | {terms['depth']:.4f} | {terms['reprojection']:.4f} | {terms['median_angle_deg']:.2f} |")
     if args.output:
-        args.output.write_text(json.dumps({"clips": args.clips, "set": args.set, "rows": summary, "by_trajectory": by_kind}, indent=2))
+        args.output.write_text(json.dumps({"data": str(train), "clips": args.clips, "checkpoints": {name: str(path) for name, path in checkpoints.items()},
+                                           "set": args.set, "rows": summary, "by_trajectory": by_kind}, indent=2))
     return {"rows": summary, "by_trajectory": by_kind}
 
 
