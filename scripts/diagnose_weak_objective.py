@@ -151,12 +151,10 @@ def main(argv=None) -> Dict:
                     for key, value in weak_terms(moved, weak, loss_config).items():
                         rows.setdefault(f"{name} | {s:g}", {}).setdefault(key, []).append(value)
     summary = {row: {key: float(np.mean(values)) for key, values in terms.items()} for row, terms in rows.items()}
-    by_kind = {}
-    if kinds and all(kinds):
-        by_kind = {kind: {row: {"clips": kinds.count(kind), **{key: float(np.mean([v for v, k in zip(values, kinds) if k == kind]))
-                                                                for key, values in terms.items()}}
-                          for row, terms in rows.items() if row.endswith(" | 1")}
-                   for kind in sorted(set(kinds))}
+    # reproduce_weak_vs_full's per-kind means, over each clip's terms at the cameras' own baseline.
+    per_row = {row: _reproduce.summarise_by_kind([dict(zip(terms, clip)) for clip in zip(*terms.values())], kinds)
+               for row, terms in rows.items() if row.endswith(" | 1")}
+    by_kind = {kind: {row: kind_terms[kind] for row, kind_terms in per_row.items()} for kind in next(iter(per_row.values()), {})}
     print(f"weak loss terms, mean over {args.clips} fixed 8-view training clips (confidence 1 for all; reprojection weight "
           f"{loss_config.reprojection_weight} in training)")
     print("| geometry | baseline x | depth term | reprojection term | median angle (deg) |")
