@@ -80,7 +80,7 @@ def one_rotation(cam_to_world: torch.Tensor) -> torch.Tensor:
 
 def weak_terms(geometry: GeometryPrediction, weak: WeakLabels, config: Reliev3rLossConfig) -> Dict[str, float]:
     # Confidence 1 everywhere, for the model too: the terms then compare geometry alone.
-    flat = GeometryPrediction(geometry.depth, torch.ones_like(geometry.depth), geometry.intrinsics, geometry.cam_to_world)
+    flat = dataclasses.replace(geometry, confidence=torch.ones_like(geometry.depth))
     _, stats = compute_loss(config, flat, weak)
     return {"depth": float(stats["loss/depth"]), "reprojection": float(stats["loss/reprojection"]),
             "median_angle_deg": float(stats["reprojection/median_error"])}
