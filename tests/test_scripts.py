@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -392,18 +393,11 @@ def test_diagnose_weak_objective_ranks_the_truth_below_its_collapse(small_data, 
 
 def test_diagnose_rotation_swaps_keep_centres_and_take_relative_rotations():
     # Reference: relative rotations R_i^T R_j computed directly from random rotation matrices.
+    from test_geometry import random_poses
+
     diagnose = load("diagnose_weak_objective")
-    generator = torch.Generator().manual_seed(0)
-
-    def random_cam_to_world(b, v):
-        q, r = torch.linalg.qr(torch.randn(b, v, 3, 3, generator=generator, dtype=torch.float64))
-        q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
-        q = q * torch.det(q).sign()[..., None, None]  # proper rotations
-        out = torch.eye(4, dtype=torch.float64).repeat(b, v, 1, 1)
-        out[..., :3, :3], out[..., :3, 3] = q, torch.randn(b, v, 3, generator=generator, dtype=torch.float64)
-        return out
-
-    mine, theirs = random_cam_to_world(2, 5), random_cam_to_world(2, 5)
+    rng = np.random.default_rng(0)
+    mine, theirs = (torch.from_numpy(random_poses(10, rng)).reshape(2, 5, 4, 4) for _ in range(2))
     swapped = diagnose.with_rotations_of(mine, theirs)
     assert torch.equal(swapped[..., :3, 3], mine[..., :3, 3])
     assert torch.allclose(swapped[:, 0], mine[:, 0])
