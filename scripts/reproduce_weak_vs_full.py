@@ -225,6 +225,15 @@ def train_variant(variant: str, trainer, args) -> dict:
     trainer.callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
                                               func=lambda step: stamps.append(time.perf_counter())))
     curve = record_loss_curve(trainer, args.iterations)
+    # What made the row, so a JSON kept beside the README says which overrides and seed it measured.
+    settings = {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": trainer.config.machine.seed,
+                "set": list(args.set), "data": str(args.data) if args.data else None,
+                "teacher_space": trainer.config.pipeline.datamanager.labels.simulated.space,
+                "machine": machine_fingerprint(str(trainer.pipeline.device))}
+    if args.keep_every:
+        # A run's history, not only its end: each kept FFRM scores later with --evaluate CHECKPOINTS/step_N.
+        trainer.callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                                                  func=lambda step: keep_intermediate(trainer, variant, step + 1, settings, args)))
     started = time.perf_counter()
     before = evaluate_clips(trainer.pipeline) if variant == args.variants[0] else (None, None)
     trainer.pipeline.model.train()
@@ -232,21 +241,27 @@ def train_variant(variant: str, trainer, args) -> dict:
     seconds = time.perf_counter() - started
     after = evaluate_clips(trainer.pipeline)
     fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else (None, None)
-    # What made the row, so a JSON kept beside the README says which overrides and seed it measured.
-    settings = {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": trainer.config.machine.seed,
-                "set": list(args.set), "data": str(args.data) if args.data else None,
-                "teacher_space": trainer.config.pipeline.datamanager.labels.simulated.space,
-                "machine": machine_fingerprint(str(trainer.pipeline.device))}
     if args.checkpoints is not None:
-        # The training's settings travel with the weights: --evaluate rows then say what they score.
-        trainer.pipeline.export_ffrm(args.checkpoints / f"{variant}.pt",
-                                     extra={"variant": variant, "steps": args.iterations, "seed": trainer.config.machine.seed,
-                                            "set": settings["set"], "teacher_space": settings["teacher_space"],
-                                            "machine": settings["machine"]})
+        export_checkpoint(trainer, variant, args.checkpoints / f"{variant}.pt", args.iterations, settings)
     late = np.diff(stamps[len(stamps) // 2:])
     step_seconds = float(late.mean()) if len(late) else None  # mean over the second half of the run
     return {"variant": variant, "seconds": seconds, "step_seconds": step_seconds, "settings": settings,
             **scores(after, before, fit), "loss_curve": curve}
+
+
+def export_checkpoint(trainer, variant: str, path: Path, steps: int, settings: dict) -> None:
+    # The training's settings travel with the weights: --evaluate rows then say what they score.
+    trainer.pipeline.export_ffrm(path, extra={"variant": variant, "steps": steps, "seed": trainer.config.machine.seed,
+                                              "set": settings["set"], "teacher_space": settings["teacher_space"],
+                                              "machine": settings["machine"]})
+
+
+def keep_intermediate(trainer, variant: str, steps: int, settings: dict, args) -> None:
+    """After `steps` optimiser steps, every --keep-every: the FFRM as CHECKPOINTS/step_NNNNNN/VARIANT.pt
+    (the final one stays CHECKPOINTS/VARIANT.pt)."""
+    if steps % args.keep_every or steps >= args.iterations:
+        return
+    export_checkpoint(trainer, variant, args.checkpoints / f"step_{steps:06d}" / f"{variant}.pt", steps, settings)
 
 
 def scores(after: tuple, before: tuple, fit: tuple) -> dict:
@@ -404,6 +419,9 @@ def main(argv=None) -> list:
                         help="torch threads per variant (default: the cores divided by --jobs); set it when running several copies of this script side by side")
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="keep each variant's trained FFRM here as VARIANT.pt (e.g. for bench_vs_colmap.py --checkpoint)")
+    parser.add_argument("--keep-every", type=int, default=None, metavar="STEPS",
+                        help="with --checkpoints, also keep the FFRM every STEPS steps as CHECKPOINTS/step_NNNNNN/VARIANT.pt, "
+                             "so --evaluate can score where in a run a metric was won or lost")
     parser.add_argument("--evaluate", type=Path, default=None, metavar="CHECKPOINTS",
                         help="train nothing: score the VARIANT.pt files a run kept with --checkpoints on this --data (e.g. more held-out scenes)")
     parser.add_argument("--train-clips", type=int, default=12,
@@ -422,6 +440,12 @@ def main(argv=None) -> list:
     args.clips = args.clips or (1 if quick else 2)
     args.min_views = args.min_views or (2 if quick else 4)
     args.max_views = args.max_views or (4 if quick else 8)
+    if args.keep_every is not None:
+        if args.checkpoints is None or args.evaluate is not None:
+            parser.error("--keep-every keeps a training's intermediate FFRMs: it needs --checkpoints DIR and no --evaluate")
+        if not 0 < args.keep_every < args.iterations:
+            parser.error(f"--keep-every {args.keep_every}: give a step count between 1 and the {args.iterations} iterations "
+                         "(the final FFRM is always kept as CHECKPOINTS/VARIANT.pt)")
     if args.evaluate is not None:
         missing = [str(args.evaluate / f"{v}.pt") for v in args.variants if not (args.evaluate / f"{v}.pt").is_file()]
         if missing:
