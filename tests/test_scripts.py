@@ -204,13 +204,25 @@ def test_reproduce_set_overrides_config_fields():
             script.apply_overrides(config, [bad])
 
 
+def test_reproduce_keep_every_needs_a_training_that_keeps_checkpoints(tmp_path, capsys):
+    script = load("reproduce_weak_vs_full")
+    for argv, message in ((["--keep-every", "10"], "needs --checkpoints"),
+                          (["--keep-every", "10", "--checkpoints", str(tmp_path), "--evaluate", str(tmp_path)], "no --evaluate"),
+                          (["--keep-every", "30", "--checkpoints", str(tmp_path)], "between 1 and the 30 iterations"),
+                          (["--keep-every", "0", "--checkpoints", str(tmp_path)], "between 1 and the 30 iterations")):
+        with pytest.raises(SystemExit):
+            script.main(["--quick", *argv])
+        assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # refused before any data was generated or checkpoint written
+
+
 @pytest.mark.slow
 def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys):
     # A subprocess, as people run it: with --jobs the variants train in spawned processes that import the script.
     from reliev3r_ns.model.ffrm import FFRM
 
     result = subprocess.run([sys.executable, str(SCRIPTS / "reproduce_weak_vs_full.py"), "--quick", "--jobs", "2",
-                             "--checkpoints", str(tmp_path / "ckpt"), "--output", str(tmp_path / "r.json")],
+                             "--checkpoints", str(tmp_path / "ckpt"), "--keep-every", "10", "--output", str(tmp_path / "r.json")],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads((tmp_path / "r.json").read_text())
@@ -225,6 +237,13 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys)
         assert model.num_parameters() > 0
         # reliev3r-process-data runs the network at the size it trained at (it did not: 518 pixels)
         assert model.checkpoint_extra["image_size"] == [96, 128]
+        # --keep-every 10 of 30 steps: the run's history at 10 and 20 steps; the end stays VARIANT.pt.
+        kept = sorted(p.parent.name for p in (tmp_path / "ckpt").glob(f"step_*/{variant}.pt"))
+        assert kept == ["step_000010", "step_000020"]
+        early = FFRM.from_checkpoint(tmp_path / "ckpt" / "step_000010" / f"{variant}.pt")
+        assert early.checkpoint_extra["steps"] == 10 and model.checkpoint_extra["steps"] == 30
+        assert early.checkpoint_extra["variant"] == variant and early.checkpoint_extra["image_size"] == [96, 128]
+        assert any(not torch.equal(a, b) for a, b in zip(early.state_dict().values(), model.state_dict().values()))
     # --evaluate scores the kept checkpoints without training: on the same (regenerated) quick data they
     # give the run's own held-out figures back (up to float noise from another thread count).
     rescored = load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "ckpt"), "--train-clips", "0"])
