@@ -227,7 +227,7 @@ def train_variant(variant: str, trainer, args) -> dict:
     curve = record_loss_curve(trainer, args.iterations)
     # What made the row, so a JSON kept beside the README says which overrides and seed it measured.
     settings = {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": trainer.config.machine.seed,
-                "set": list(args.set), "data": str(args.data) if args.data else None,
+                "set": list(args.set), "data": str(args.data) if args.data else None, "datasets": datasets(trainer),
                 "teacher_space": trainer.config.pipeline.datamanager.labels.simulated.space,
                 "machine": machine_fingerprint(str(trainer.pipeline.device))}
     if args.keep_every:
@@ -247,6 +247,15 @@ def train_variant(variant: str, trainer, args) -> dict:
     step_seconds = float(late.mean()) if len(late) else None  # mean over the second half of the run
     return {"variant": variant, "seconds": seconds, "step_seconds": step_seconds, "settings": settings,
             **scores(after, before, fit), "loss_curve": curve}
+
+
+def datasets(trainer) -> dict:
+    """The training and held-out folders' generator seed, config and scene count: rows measured on
+    rebuilt data can then be checked to be on the same scenes."""
+    from reliev3r_ns.data.synthetic_dataset import dataset_identity
+
+    dm = trainer.config.pipeline.datamanager
+    return {"train": dataset_identity(dm.data), "eval": dataset_identity(dm.eval_data)}
 
 
 def export_checkpoint(trainer, variant: str, path: Path, steps: int, settings: dict) -> None:
@@ -335,6 +344,7 @@ def evaluate_checkpoint(variant: str, trainer, args) -> dict:
                 "trained_set": extra.get("set"), "trained_teacher_space": extra.get("teacher_space"),
                 "trained_on": extra.get("machine"),
                 "initialisation_seed": seed if before[0] is not None else None, "data": str(args.data) if args.data else None,
+                "datasets": datasets(trainer),
                 "machine": machine_fingerprint(str(trainer.pipeline.device))}
     return {"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, **scores(after, before, fit)}
 

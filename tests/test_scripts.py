@@ -229,6 +229,10 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys)
     assert [r["variant"] for r in results] == ["weak", "full"]
     assert results[0]["initial"] is not None and results[1]["initial"] is None
     assert results[0]["settings"]["teacher_space"] == "disparity"  # the resolved space, recorded for plot_weak_vs_full
+    # which scenes: --quick generates 4 training scenes from seed 1 and 2 held-out ones from seed 2
+    datasets = results[0]["settings"]["datasets"]
+    assert (datasets["train"]["seed"], datasets["train"]["num_scenes"], datasets["eval"]["seed"], datasets["eval"]["num_scenes"]) == (1, 4, 2, 2)
+    assert datasets["eval"]["generator"] == "reliev3r-synthetic" and datasets["eval"]["config"]["width"] == 128
     machine = results[0]["settings"]["machine"]  # rows from different machines are not bit-comparable
     assert machine["cpu"] and machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and machine["threads"] >= 1
     assert "2 variants at a time" in result.stdout and "| weak |" in result.stdout
@@ -258,6 +262,7 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys)
         assert again["settings"]["trained_teacher_space"] == trained["settings"]["teacher_space"]
         assert again["settings"]["trained_on"] == trained["settings"]["machine"]
         assert again["settings"]["machine"]["cpu_capability"] == machine["cpu_capability"]
+        assert again["settings"]["datasets"] == datasets  # regenerated, the same scenes
     # ... and the first variant's initialisation row is the untrained network the run started from.
     assert rescored[1]["initial"] is None and rescored[0]["settings"]["initialisation_seed"] == 42
     assert rescored[0]["initial"]["depth_abs_rel"] == pytest.approx(results[0]["initial"]["depth_abs_rel"], rel=1e-3)

@@ -10,7 +10,7 @@ import torch
 
 from reliev3r_ns.data.scene_io import SceneFormatError, load_scene, write_scene
 from reliev3r_ns.data.synthetic import SyntheticSceneConfig, generate_scene
-from reliev3r_ns.data.synthetic_dataset import generate_dataset
+from reliev3r_ns.data.synthetic_dataset import dataset_identity, generate_dataset
 from reliev3r_ns.geometry import invert_pose, project_world_points, unproject_depth_to_world
 
 SMALL = SyntheticSceneConfig(width=80, height=64, num_views=6, supersample=1, texture_size=128)
@@ -125,6 +125,16 @@ def test_generation_resumes_and_refuses_to_mix_configs(tmp_path):
     assert (alone[2] / "images/frame_00001.png").read_bytes() == (scenes[2] / "images/frame_00001.png").read_bytes()
     with pytest.raises(ValueError, match="different version / seed / config"):
         generate_dataset(tmp_path, 3, seed=2, config=config, show_progress=False)
+
+
+def test_dataset_identity_names_the_generator_seed_config_and_scene_count(dataset, tmp_path):
+    identity = dataset_identity(dataset)
+    assert (identity["generator"], identity["seed"], identity["num_scenes"]) == ("reliev3r-synthetic", 7, 3)
+    assert identity["config"]["width"] == SMALL.width and identity["config"]["num_views"] == SMALL.num_views
+    assert dataset_identity(tmp_path) is None  # a folder the generator did not make: nothing to claim
+    (tmp_path / "dataset.json").write_text("{not json")
+    with pytest.raises(ValueError, match="dataset.json: not valid JSON"):
+        dataset_identity(tmp_path)
 
 
 def test_worker_processes_write_the_same_scenes_as_one_process(tmp_path):

@@ -13,7 +13,7 @@ import os
 from concurrent.futures import as_completed
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -50,6 +50,22 @@ def scene_seed(base_seed: int, index: int) -> int:
 
 def _dataset_meta(config: SyntheticSceneConfig, seed: int) -> Dict:
     return {"generator": "reliev3r-synthetic", "version": SYNTHETIC_VERSION, "seed": seed, "config": json.loads(json.dumps(asdict(config)))}
+
+
+def dataset_identity(folder: Path) -> Optional[Dict]:
+    """What a result row needs to say which data it measured: the folder's dataset.json (generator,
+    version, seed, scene config) and its scene count, or None for a folder the generator did not make
+    (a path alone does not tell two /tmp datasets apart)."""
+    from reliev3r_ns.data.scene_io import list_scenes
+
+    meta_path = Path(folder) / DATASET_META_FILE
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{meta_path}: not valid JSON ({error}); delete the folder and generate again") from None
+    return {**meta, "num_scenes": len(list_scenes(folder))}
 
 
 def generate_dataset(
