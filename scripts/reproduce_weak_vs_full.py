@@ -44,7 +44,7 @@ COLUMNS = [("pointmap_rel", "pm rel"), ("pointmap_tau", "pm tau"), ("ate_normali
 FIT_COLUMNS = [("pose_auc30", "AUC@30", ".3f"), ("rotation_error_deg", "rotation err (deg)", ".1f"),
                ("identity_rotation_error_deg", "identity's rotation err (deg)", ".1f"),
                ("translation_error_deg", "translation err (deg)", ".1f"), ("depth_abs_rel", "depth rel", ".3f"), ("depth_tau", "depth tau", ".3f"),
-               ("depth_to_baseline_vs_gt", "depth/baseline vs GT", ".3g")]
+               ("depth_affine_tau", "depth tau, scale + shift", ".3f"), ("depth_to_baseline_vs_gt", "depth/baseline vs GT", ".3g")]
 
 
 def make_config(variant: str, train: Path, evaluation: Path, output: Path, labels: Path, args):
@@ -105,7 +105,7 @@ def apply_overrides(config, overrides: list) -> None:
 TRAJECTORY_COLUMNS = [("pose_auc30", "AUC@30", ".3f"), ("rotation_error_deg", "rotation err (deg)", ".1f"),
                       ("identity_rotation_error_deg", "identity's rotation err (deg)", ".1f"),
                       ("translation_error_deg", "translation err (deg)", ".1f"), ("depth_tau", "depth tau", ".3f"),
-                      ("matched_pair_fraction", "pairs with matches", ".2f")]
+                      ("depth_affine_tau", "depth tau, scale + shift", ".3f"), ("matched_pair_fraction", "pairs with matches", ".2f")]
 
 
 @torch.no_grad()

@@ -73,26 +73,43 @@ def _median(x: Tensor) -> Tensor:
 
 
 def depth_metrics(pred_depth: Tensor, gt_depth: Tensor, valid: Optional[Tensor] = None) -> Dict[str, float]:
-    """(V, H, W) depths; per-view median scaling; averaged over views."""
+    """(V, H, W) depths; per-view median scaling; averaged over views. Also AbsRel and tau after a
+    per-view scale *and shift* (least squares, as relative-depth models are scored): the shape of each
+    depth map apart from its offset. A model whose depth loss removes the shift (the weak one) can
+    have the shape right and the offset wrong; the two tau's side by side tell which."""
     if valid is None:
         valid = torch.isfinite(gt_depth) & (gt_depth > 0)
-    abs_rel, delta, tau = [], [], []
+    abs_rel, delta, tau, affine_abs_rel, affine_tau = [], [], [], [], []
     for p, g, m in zip(pred_depth, gt_depth, valid):
         p, g = p[m].double(), g[m].double()
         if g.numel() == 0:
             continue
-        p = p * (_median(g) / _median(p).clamp_min(1e-12))
-        rel = (p - g).abs() / g
+        scaled = p * (_median(g) / _median(p).clamp_min(1e-12))
+        rel = (scaled - g).abs() / g
         abs_rel.append(rel.mean())
-        delta.append((torch.maximum(p / g, g / p) < 1.25).double().mean())
+        delta.append((torch.maximum(scaled / g, g / scaled) < 1.25).double().mean())
         tau.append((rel < 0.10).double().mean())
+        affine_rel = (affine_fit(p, g) - g).abs() / g
+        affine_abs_rel.append(affine_rel.mean())
+        affine_tau.append((affine_rel < 0.10).double().mean())
     if not abs_rel:
-        return {"depth_abs_rel": float("nan"), "depth_delta1.25": float("nan"), "depth_tau": float("nan")}
+        return {key: float("nan") for key in ("depth_abs_rel", "depth_delta1.25", "depth_tau", "depth_affine_abs_rel", "depth_affine_tau")}
     return {
         "depth_abs_rel": torch.stack(abs_rel).mean().item(),
         "depth_delta1.25": torch.stack(delta).mean().item(),
         "depth_tau": torch.stack(tau).mean().item(),
+        "depth_affine_abs_rel": torch.stack(affine_abs_rel).mean().item(),
+        "depth_affine_tau": torch.stack(affine_tau).mean().item(),
     }
+
+
+def affine_fit(pred: Tensor, target: Tensor) -> Tensor:
+    """s * pred + t with (s, t) the least-squares fit to target, (M,) each; a constant pred gets its
+    best constant, the target's mean."""
+    pred_centred = pred - pred.mean()
+    variance = (pred_centred * pred_centred).sum()
+    scale = torch.where(variance > 0, (pred_centred * (target - target.mean())).sum() / variance.clamp_min(1e-300), torch.zeros_like(variance))
+    return scale * pred_centred + target.mean()
 
 
 def trajectory_metrics(pred_cam_to_world: Tensor, gt_cam_to_world: Tensor) -> Tuple[Dict[str, float], Sim3]:
