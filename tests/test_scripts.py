@@ -147,6 +147,41 @@ def test_plot_loss_curves_draws_each_term_of_each_training(tmp_path, capsys):
         plot.main([str(old), "--output", str(output)])
 
 
+def test_plot_run_history_joins_a_trainings_kept_checkpoints_by_step(tmp_path, capsys):
+    plot = load("plot_run_history")
+    trained = ["pipeline.datamanager.labels.simulated.space=depth", "machine.seed=4", "pipeline.model.loss.reprojection.robust=l1"]
+
+    def scores(tau):
+        return {"pose_auc30": tau / 2, "depth_tau": tau, "depth_affine_tau": tau + 0.1}
+
+    def evaluated(steps, tau, initial=None, trained_set=trained):
+        # what --evaluate DIR/step_N --train-clips N writes for one kept checkpoint
+        return [{"variant": "weak", "metrics": scores(tau), "training_clips": scores(tau + 0.05), "initial": initial,
+                 "settings": {"checkpoint": f"ckpt/step_{steps:06d}/weak.pt", "iterations": steps, "trained_from_seed": 4,
+                              "trained_set": trained_set}}]
+
+    files = {"s2000.json": evaluated(2000, 0.4, initial=scores(0.2)), "s4000.json": evaluated(4000, 0.3, initial=scores(0.2)),
+             # the training's own row: its last step, held-out only (it ran with --train-clips 0)
+             "run.json": [{"variant": "weak", "metrics": scores(0.25), "training_clips": None, "initial": scores(0.2),
+                           "settings": {"seed": 4, "iterations": 6000, "set": trained}}],
+             "other.json": evaluated(2000, 0.5, trained_set=trained[:2]),
+             "old.json": [{"variant": "weak", "metrics": scores(0.1), "settings": {"checkpoint": "old/weak.pt", "trained_set": None}}]}
+    for name, rows in files.items():
+        (tmp_path / name).write_text(json.dumps(rows))
+    output = tmp_path / "history.png"
+    rows = plot.main([str(tmp_path / name) for name in files] + ["--output", str(output)])
+    l1, cauchy = "weak, seed 4, space=depth, robust=l1", "weak, seed 4, space=depth"
+    assert [(r["run"], r["step"]) for r in rows] == [(l1, 0), (l1, 2000), (l1, 4000), (l1, 6000), (cauchy, 2000)]
+    assert [r["metrics.depth_tau"] for r in rows[:4]] == [0.2, 0.4, 0.3, 0.25]
+    assert rows[1]["training_clips.depth_affine_tau"] == pytest.approx(0.55)
+    assert math.isnan(rows[0]["training_clips.depth_tau"]) and math.isnan(rows[3]["training_clips.pose_auc30"])
+    captured = capsys.readouterr()
+    assert "old.json" in captured.err and "no step count" in captured.err
+    assert f"| {l1} | 4000 | 0.150 | 0.300 | 0.400 |" in captured.out and output.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="at step 2000 is already in another file"):
+        plot.main([str(tmp_path / "s2000.json"), str(tmp_path / "s2000.json"), "--output", str(output)])
+
+
 def test_depth_to_baseline_known_answer():
     # Two cameras 2 m apart (each 1 m from their centroid) looking at a wall 3 m away: 3 / 1.
     script = load("reproduce_weak_vs_full")

@@ -1,0 +1,110 @@
+"""One training's metrics against its steps, from the checkpoints it kept along the way.
+
+`reproduce_weak_vs_full.py --checkpoints DIR --keep-every STEPS` keeps the FFRM every STEPS steps as
+``DIR/step_NNNNNN/VARIANT.pt``; ``--evaluate DIR/step_NNNNNN --output step_N.json`` scores each on the
+held-out clips (and with ``--train-clips N`` on training clips). Given those JSON files, and the
+training's own ``--output`` for its last step, this draws held-out and training-clip AUC@30, depth tau
+(median-scaled, the paper's column) and depth tau after a per-view scale and shift against the step,
+one colour per training, with the untrained network at step 0 where a file scored it. When the two
+depth tau's part, the depth maps keep their shape while their per-view offset, which the
+shift-invariant depth loss cannot see, goes wrong. Prints the same figures as a table.
+
+    python scripts/plot_run_history.py docs/results/l1_history_*.json --output docs/l1_history.png
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional
+
+_spec = importlib.util.spec_from_file_location("plot_weak_vs_full", Path(__file__).with_name("plot_weak_vs_full.py"))
+_budget = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_budget)
+
+METRICS = [("pose_auc30", "AUC@30"), ("depth_tau", "depth tau (median-scaled)"), ("depth_affine_tau", "depth tau (scale + shift)")]
+SPLITS = [("metrics", "held-out", "-"), ("training_clips", "training clips", "--")]
+
+History = Dict[str, Dict[int, Dict[str, Optional[dict]]]]  # label -> step -> {"metrics": .., "training_clips": ..}
+
+
+def collect(paths: List[Path]) -> tuple:
+    """({label: {step: {split: metrics or None}}}, what was left out, with why). A row's step is the
+    steps its checkpoint (or training) had; a row that scored the untrained network adds step 0."""
+    history: History = defaultdict(dict)
+    skipped: List[str] = []
+    for path in paths:
+        for row in _budget.read_runs(path, skipped):
+            settings = row.get("settings") or {}
+            label = _budget.run_label(row, path, False)  # a training's own row and its checkpoints' rows share it
+            steps = settings.get("iterations")
+            if steps is None:
+                skipped.append(f"{path}: {label} records no step count (a checkpoint older than the settings it keeps); left out")
+                continue
+            if steps in history[label]:
+                raise SystemExit(f"{path}: {label} at step {steps} is already in another file; pass each kept checkpoint's scores once")
+            history[label][int(steps)] = {split: row.get(split) for split, _, _ in SPLITS}
+            if row.get("initial") is not None:
+                history[label].setdefault(0, {"metrics": row["initial"], "training_clips": None})
+    return dict(history), skipped
+
+
+def table(history: History) -> List[dict]:
+    rows = []
+    for label, by_step in history.items():
+        for step in sorted(by_step):
+            row = {"run": label, "step": step}
+            for split, _, _ in SPLITS:
+                for key, _ in METRICS:
+                    metrics = by_step[step].get(split)
+                    row[f"{split}.{key}"] = metrics.get(key, math.nan) if metrics else math.nan
+            rows.append(row)
+    return rows
+
+
+def plot(history: History, output: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axs = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4), squeeze=False)
+    for i, (label, by_step) in enumerate(history.items()):
+        colour = plt.get_cmap("tab10")(i % 10)
+        steps = sorted(by_step)
+        for ax, (key, name) in zip(axs[0], METRICS):
+            for split, split_name, style in SPLITS:
+                points = [(s, by_step[s][split].get(key)) for s in steps if by_step[s].get(split) and by_step[s][split].get(key) is not None]
+                if points:
+                    ax.plot(*zip(*points), style, marker="o", ms=3, color=colour, label=f"{label}, {split_name}")
+            ax.set_title(name)
+            ax.set_xlabel("training steps")
+            ax.grid(alpha=0.3)
+    axs[0][0].legend(fontsize=7)
+    return _budget.save_figure(fig, output, title)
+
+
+def main(argv=None) -> List[dict]:
+    args = _budget.results_parser(__doc__, "run_history.png",
+                                  "JSON files of one or more trainings' kept checkpoints (--evaluate ... --output) "
+                                  "and of the trainings themselves (--output)").parse_args(argv)
+    history, skipped = collect(args.results)
+    for line in skipped:
+        print(line, file=sys.stderr)
+    if not history:
+        raise SystemExit("no row with a recorded step count in the files given")
+    rows = table(history)
+    header = [f"{split_name} {name}" for _, split_name, _ in SPLITS for _, name in METRICS]
+    print("| run | step | " + " | ".join(header) + " |")
+    print("|---|---|" + "---|" * len(header))
+    for r in rows:
+        print(f"| {r['run']} | {r['step']} | " + " | ".join(f"{r[f'{split}.{key}']:.3f}" for split, _, _ in SPLITS for key, _ in METRICS) + " |")
+    print(f"wrote {plot(history, args.output, args.title)}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
