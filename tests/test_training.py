@@ -69,22 +69,24 @@ def test_affine_aligned_depth_metrics_remove_each_views_shift():
     metrics = depth_metrics(shifted, gt)
     assert metrics["depth_affine_abs_rel"] == pytest.approx(0.0, abs=1e-9) and metrics["depth_affine_tau"] == 1.0
     assert metrics["depth_tau"] < 0.9
-    # Independent reference: numpy's least squares on [pred, 1] per view, on noisy depth with holes.
+    # Independent reference: numpy's least squares of the relative error, rows [pred, 1] / gt against 1,
+    # per view, on noisy depth with holes.
     noisy = gt * (1 + 0.2 * torch.randn_like(gt)) + 0.4
     valid = torch.rand_like(gt) > 0.3
     metrics = depth_metrics(noisy, gt, valid)
     abs_rel, tau = [], []
     for p, g, m in zip(noisy.numpy(), gt.numpy(), valid.numpy()):
         p, g = p[m], g[m]
-        (s, t), *_ = np.linalg.lstsq(np.stack([p, np.ones_like(p)], 1), g, rcond=None)
+        (s, t), *_ = np.linalg.lstsq(np.stack([p / g, 1 / g], 1), np.ones_like(g), rcond=None)
         rel = np.abs(s * p + t - g) / g
         abs_rel.append(rel.mean()), tau.append((rel < 0.1).mean())
     assert metrics["depth_affine_abs_rel"] == pytest.approx(np.mean(abs_rel), rel=1e-9)
     assert metrics["depth_affine_tau"] == pytest.approx(np.mean(tau))
     assert 0.0 < metrics["depth_affine_tau"] < 1.0
-    # A constant prediction has no shape: its best affine fit is the target's mean, not a NaN.
+    # A constant prediction has no shape: its best affine fit is the targets' relative-error-weighted
+    # mean, not a NaN.
     flat = depth_metrics(torch.ones_like(gt), gt)
-    expected = np.mean([(np.abs(g.mean() - g) / g).mean() for g in gt.numpy().reshape(3, -1)])
+    expected = np.mean([(np.abs((1 / g).sum() / (1 / g**2).sum() - g) / g).mean() for g in gt.numpy().reshape(3, -1)])
     assert flat["depth_affine_abs_rel"] == pytest.approx(expected, rel=1e-9)
 
 

@@ -104,12 +104,16 @@ def depth_metrics(pred_depth: Tensor, gt_depth: Tensor, valid: Optional[Tensor] 
 
 
 def affine_fit(pred: Tensor, target: Tensor) -> Tensor:
-    """s * pred + t with (s, t) the least-squares fit to target, (M,) each; a constant pred gets its
-    best constant, the target's mean."""
-    pred_centred = pred - pred.mean()
-    variance = (pred_centred * pred_centred).sum()
-    scale = torch.where(variance > 0, (pred_centred * (target - target.mean())).sum() / variance.clamp_min(1e-300), torch.zeros_like(variance))
-    return scale * pred_centred + target.mean()
+    """s * pred + t with (s, t) the least-squares fit of the *relative* error (s * pred + t - target) /
+    target, (M,) each: the error AbsRel and tau count, so a far wall does not outweigh the near scene.
+    A constant pred gets its best constant."""
+    weight = target.pow(-2)
+    pred_mean, target_mean = (weight * pred).sum() / weight.sum(), (weight * target).sum() / weight.sum()
+    pred_centred = pred - pred_mean
+    variance = (weight * pred_centred * pred_centred).sum()
+    scale = torch.where(variance > 0, (weight * pred_centred * (target - target_mean)).sum() / variance.clamp_min(1e-300),
+                        torch.zeros_like(variance))
+    return scale * pred_centred + target_mean
 
 
 def trajectory_metrics(pred_cam_to_world: Tensor, gt_cam_to_world: Tensor) -> Tuple[Dict[str, float], Sim3]:
