@@ -74,7 +74,7 @@ def _median(x: Tensor) -> Tensor:
 
 def depth_metrics(pred_depth: Tensor, gt_depth: Tensor, valid: Optional[Tensor] = None) -> Dict[str, float]:
     """(V, H, W) depths; per-view median scaling; averaged over views. Also AbsRel and tau after a
-    per-view scale *and shift* (least squares, as relative-depth models are scored): the shape of each
+    per-view scale *and shift* (``affine_fit``, as relative-depth models are scored): the shape of each
     depth map apart from its offset. A model whose depth loss removes the shift (the weak one) can
     have the shape right and the offset wrong; the two tau's side by side tell which."""
     if valid is None:
