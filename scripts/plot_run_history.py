@@ -4,7 +4,8 @@
 ``DIR/step_NNNNNN/VARIANT.pt``; ``--evaluate DIR/step_NNNNNN --output step_N.json`` scores each on the
 held-out clips (and with ``--train-clips N`` on training clips). Given those JSON files, and the
 training's own ``--output`` for its last step, this draws held-out and training-clip AUC@30, depth tau
-(median-scaled, the paper's column) and depth tau after a per-view scale and shift against the step,
+(median-scaled, the paper's column), depth tau after a per-view scale and shift and the predicted depth
+/ baseline over the GT's (1 is right; large when the cameras bunch together) against the step,
 one colour per training, with the untrained network at step 0 where a file scored it. When the two
 depth tau's part, the depth maps keep their shape while their per-view offset, which the
 shift-invariant depth loss cannot see, goes wrong. Prints the same figures as a table.
@@ -25,7 +26,9 @@ _spec = importlib.util.spec_from_file_location("plot_weak_vs_full", Path(__file_
 _budget = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_budget)
 
-METRICS = [("pose_auc30", "AUC@30"), ("depth_tau", "depth tau (median-scaled)"), ("depth_affine_tau", "depth tau (scale + shift)")]
+METRICS = [("pose_auc30", "AUC@30"), ("depth_tau", "depth tau (median-scaled)"), ("depth_affine_tau", "depth tau (scale + shift)"),
+           ("depth_to_baseline_vs_gt", "depth / baseline vs GT")]
+LOG_SCALE = {"depth_to_baseline_vs_gt"}  # 1 is right; a collapse to one camera centre is orders of magnitude off
 SPLITS = [("metrics", "held-out", "-"), ("training_clips", "training clips", "--")]
 
 History = Dict[str, Dict[int, Dict[str, Optional[dict]]]]  # label -> step -> {"metrics": .., "training_clips": ..}
@@ -81,6 +84,8 @@ def plot(history: History, output: Path, title: str) -> Path:
                 if points:
                     ax.plot(*zip(*points), style, marker="o", ms=3, color=colour, label=f"{label}, {split_name}")
             ax.set_title(name)
+            if key in LOG_SCALE:
+                ax.set_yscale("log")
             ax.set_xlabel("training steps")
             ax.grid(alpha=0.3)
     axs[0][0].legend(fontsize=7)
