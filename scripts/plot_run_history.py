@@ -10,7 +10,7 @@ one colour per training, with the untrained network at step 0 where a file score
 depth tau's part, the depth maps keep their shape while their per-view offset, which the
 shift-invariant depth loss cannot see, goes wrong. Prints the same figures as a table.
 
-    python scripts/plot_run_history.py docs/results/l1_history_*.json --output docs/l1_history.png
+    python scripts/plot_run_history.py docs/results/l1_history_seed4/step_*.json --output docs/l1_history_seed4.png
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ def collect(paths: List[Path]) -> tuple:
         for row in _budget.read_runs(path, skipped):
             settings = row.get("settings") or {}
             label = _budget.run_label(row, path, False)  # a training's own row and its checkpoints' rows share it
-            steps = settings.get("iterations")
-            if steps is None:
+            if settings.get("iterations") is None:
                 skipped.append(f"{path}: {label} records no step count (a checkpoint older than the settings it keeps); left out")
                 continue
+            steps = int(settings["iterations"])
             if steps in history[label]:
                 raise SystemExit(f"{path}: {label} at step {steps} is already in another file; pass each kept checkpoint's scores once")
-            history[label][int(steps)] = {split: row.get(split) for split, _, _ in SPLITS}
+            history[label][steps] = {split: row.get(split) for split, _, _ in SPLITS}
             if row.get("initial") is not None:
                 history[label].setdefault(0, {"metrics": row["initial"], "training_clips": None})
     return dict(history), skipped

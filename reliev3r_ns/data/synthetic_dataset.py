@@ -61,11 +61,14 @@ def dataset_identity(folder: Path) -> Optional[Dict]:
     meta_path = Path(folder) / DATASET_META_FILE
     if not meta_path.is_file():
         return None
+    return {**_read_meta(meta_path), "num_scenes": len(list_scenes(folder))}
+
+
+def _read_meta(meta_path: Path) -> Dict:
     try:
-        meta = json.loads(meta_path.read_text())
+        return json.loads(meta_path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{meta_path}: not valid JSON ({error}); delete the folder and generate again") from None
-    return {**meta, "num_scenes": len(list_scenes(folder))}
 
 
 def generate_dataset(
@@ -91,10 +94,7 @@ def generate_dataset(
     meta = _dataset_meta(config, seed)
     meta_path = output_dir / DATASET_META_FILE
     if meta_path.exists():
-        try:
-            existing = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{meta_path}: not valid JSON ({error}); delete the folder and generate again") from None
+        existing = _read_meta(meta_path)
         if existing != meta:
             raise ValueError(
                 f"{meta_path}: this folder was generated with a different version / seed / config "
