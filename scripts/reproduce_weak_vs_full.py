@@ -205,13 +205,14 @@ def setup_trainer(config):
     return trainer
 
 
-def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args, threads: int = 0) -> dict:
+def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args, threads: int = 0) -> List[dict]:
+    """The variant's result rows: its training's, or (--evaluate) one per checkpoint folder."""
     if threads:
         torch.set_num_threads(threads)
     config = make_config(variant, train, evaluation, workdir / "outputs", args.label_cache or workdir / "labels", args)
     try:
         trainer = setup_trainer(config)
-        return evaluate_checkpoint(variant, trainer, args) if args.evaluate is not None else train_variant(variant, trainer, args)
+        return evaluate_checkpoints(variant, trainer, args) if args.evaluate is not None else [train_variant(variant, trainer, args)]
     finally:
         # Setting the Trainer up registered nerfstudio's event writers; drop them however the run ends,
         # or a later Trainer in this process writes into this run's folder (deleted with the workdir).
@@ -318,35 +319,41 @@ def record_loss_curve(trainer, iterations: int, points: int = 100) -> List[dict]
     return curve
 
 
-def evaluate_checkpoint(variant: str, trainer, args) -> dict:
-    """No training: the FFRM a run kept with --checkpoints (VARIANT.pt), scored on this data's clips,
-    e.g. on more held-out scenes than it was first scored on. The first variant also scores the
-    untrained network of this config's machine.seed (the table's initialisation row, as in training)."""
+def evaluate_checkpoints(variant: str, trainer, args) -> List[dict]:
+    """No training: the FFRMs that runs kept with --checkpoints (each --evaluate folder's VARIANT.pt, e.g. a
+    run's step_NNNNNN folders), scored on this data's clips, one row per folder, with one Trainer. The
+    first variant also scores the untrained network of this config's machine.seed once (the table's
+    initialisation row, as in training), in its first folder's row."""
     from reliev3r_ns.model.ffrm import FFRM
 
-    path = args.evaluate / f"{variant}.pt"
-    # Setting the Trainer up printed nerfstudio's "training from scratch" (about its own checkpoints).
-    print(f"{variant}: --evaluate trains nothing; scoring {path}")
-    checkpoint = FFRM.from_checkpoint(path, map_location=trainer.pipeline.device)
-    extra = checkpoint.checkpoint_extra
-    seed, trained_from = trainer.config.machine.seed, extra.get("seed")
-    before = (None, None)
-    if variant == args.variants[0]:
-        if trained_from is not None and trained_from != seed:
+    seed = trainer.config.machine.seed
+    paths = [folder / f"{variant}.pt" for folder in args.evaluate]
+    for path in paths[1:]:
+        FFRM.from_checkpoint(path, map_location="cpu")  # an unreadable one fails now, not after the others' minutes of scoring
+    rows = []
+    for i, path in enumerate(paths):
+        # Setting the Trainer up printed nerfstudio's "training from scratch" (about its own checkpoints).
+        print(f"{variant}: --evaluate trains nothing; scoring {path}")
+        checkpoint = FFRM.from_checkpoint(path, map_location=trainer.pipeline.device)
+        # the untrained network (still the pipeline's) once, in the first row, for the first variant
+        before = evaluate_clips(trainer.pipeline) if i == 0 and variant == args.variants[0] else (None, None)
+        extra = checkpoint.checkpoint_extra
+        trained_from = extra.get("seed")
+        if before[0] is not None and trained_from is not None and trained_from != seed:
             print(f"warning: {path} trained from machine.seed={trained_from}; the initialisation row is seed {seed}'s "
                   f"(pass --set machine.seed={trained_from} for its own)", file=sys.stderr)
-        before = evaluate_clips(trainer.pipeline)
-    trainer.pipeline.model.ffrm = checkpoint
-    after = evaluate_clips(trainer.pipeline)
-    fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else (None, None)
-    # trained_* come from the checkpoint (None for checkpoints written before they recorded them).
-    settings = {"checkpoint": str(path), "iterations": extra.get("steps"), "trained_from_seed": trained_from,
-                "trained_set": extra.get("set"), "trained_teacher_space": extra.get("teacher_space"),
-                "trained_on": extra.get("machine"),
-                "initialisation_seed": seed if before[0] is not None else None, "data": str(args.data) if args.data else None,
-                "datasets": datasets(trainer),
-                "machine": machine_fingerprint(str(trainer.pipeline.device))}
-    return {"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, **scores(after, before, fit)}
+        trainer.pipeline.model.ffrm = checkpoint
+        after = evaluate_clips(trainer.pipeline)
+        fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else (None, None)
+        # trained_* come from the checkpoint (None for checkpoints written before they recorded them).
+        settings = {"checkpoint": str(path), "iterations": extra.get("steps"), "trained_from_seed": trained_from,
+                    "trained_set": extra.get("set"), "trained_teacher_space": extra.get("teacher_space"),
+                    "trained_on": extra.get("machine"),
+                    "initialisation_seed": seed if before[0] is not None else None, "data": str(args.data) if args.data else None,
+                    "datasets": datasets(trainer),
+                    "machine": machine_fingerprint(str(trainer.pipeline.device))}
+        rows.append({"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, **scores(after, before, fit)})
+    return rows
 
 
 def data_folders(args) -> tuple:
@@ -369,7 +376,8 @@ def data_folders(args) -> tuple:
 
 def print_table(results: list, args) -> None:
     print()
-    trained = (f"checkpoints in {args.evaluate} ({', '.join(str(r['settings']['iterations']) for r in results)} steps)" if args.evaluate is not None else
+    trained = (f"checkpoints in {', '.join(map(str, args.evaluate))} ({', '.join(str(r['settings']['iterations']) for r in results)} steps)"
+               if args.evaluate is not None else
                f"{args.model_size} FFRM, {args.iterations} steps x {args.clips} clip(s) of {args.min_views}-{args.max_views} views, lr {args.lr}")
     machine = results[0]["settings"]["machine"]  # the worker's: with --jobs it ran with fewer threads than this process
     print(f"held-out synthetic scenes, 8-view clips; {trained}; {machine_label(machine)}, {os.cpu_count()} cores"
@@ -382,7 +390,7 @@ def print_table(results: list, args) -> None:
         print("| (initialisation) | " + " | ".join(f"{initial[k]:.3f}" for k, _ in COLUMNS) + " | |")
     for r in results:
         seconds = "" if r["seconds"] is None else f"{r['seconds']:.0f}"
-        print(f"| {r['variant']} | " + " | ".join(f"{r['metrics'][k]:.3f}" for k, _ in COLUMNS) + f" | {seconds} |")
+        print(f"| {row_name(r, args)} | " + " | ".join(f"{r['metrics'][k]:.3f}" for k, _ in COLUMNS) + f" | {seconds} |")
     if any(r["training_clips"] for r in results):
         # Fit vs transfer: a model that does much better on its training clips than on held-out ones overfits.
         print(f"\nfit on {args.train_clips} training clips vs held-out clips:")
@@ -391,7 +399,7 @@ def print_table(results: list, args) -> None:
         for r in results:
             for split, m in (("training", r["training_clips"]), ("held-out", r["metrics"])):
                 if m:
-                    print(f"| {r['variant']} | {split} | " + " | ".join(format(m[k], spec) for k, _, spec in FIT_COLUMNS) + " |")
+                    print(f"| {row_name(r, args)} | {split} | " + " | ".join(format(m[k], spec) for k, _, spec in FIT_COLUMNS) + " |")
     if any(r["by_trajectory"]["metrics"] for r in results):
         # Whether poses are learnt where they are easy (forward walks turn little) or also where views turn.
         print("\nby trajectory kind (identity's rotation err: every view given one rotation; below it rotations are learnt):")
@@ -399,16 +407,29 @@ def print_table(results: list, args) -> None:
         print("|" + "---|" * (len(TRAJECTORY_COLUMNS) + 4))
         rows = [("(initialisation)", "held-out", results[0]["by_trajectory"]["initial"])]
         for r in results:
-            rows += [(r["variant"], "held-out", r["by_trajectory"]["metrics"]), (r["variant"], "training", r["by_trajectory"]["training_clips"])]
+            rows += [(row_name(r, args), "held-out", r["by_trajectory"]["metrics"]), (row_name(r, args), "training", r["by_trajectory"]["training_clips"])]
         for variant, split, kinds in rows:
             for kind, m in (kinds or {}).items():
                 print(f"| {variant} | {split} | {kind} | {m['clips']} | " + " | ".join(format(m[k], spec) for k, _, spec in TRAJECTORY_COLUMNS) + " |")
-    by_name = {r["variant"]: r["metrics"] for r in results}
-    if "weak" in by_name and "full" in by_name:
-        weak, full = by_name["weak"], by_name["full"]
-        ratio = lambda k: weak[k] / full[k] if full[k] > 0 else float("nan")  # noqa: E731
-        print(f"\nweak / full: AUC@30 {ratio('pose_auc30'):.2f}, depth tau {ratio('depth_tau'):.2f}, point-map tau {ratio('pointmap_tau'):.2f} "
-              f"(target >= 0.9 on AUC@30 and depth tau; the paper reached 0.78 on AUC@30)")
+    # weak / full within one training, or within one --evaluate folder (a checkpoint folder holds both)
+    groups: Dict[Optional[str], Dict[str, dict]] = {}
+    for r in results:
+        folder = str(Path(r["settings"]["checkpoint"]).parent) if r["settings"].get("checkpoint") else None
+        groups.setdefault(folder, {})[r["variant"]] = r["metrics"]
+    for folder, by_name in groups.items():
+        if "weak" in by_name and "full" in by_name:
+            weak, full = by_name["weak"], by_name["full"]
+            ratio = lambda k: weak[k] / full[k] if full[k] > 0 else float("nan")  # noqa: E731
+            where = f" ({folder})" if len(groups) > 1 else ""
+            print(f"\nweak / full{where}: AUC@30 {ratio('pose_auc30'):.2f}, depth tau {ratio('depth_tau'):.2f}, point-map tau {ratio('pointmap_tau'):.2f} "
+                  f"(target >= 0.9 on AUC@30 and depth tau; the paper reached 0.78 on AUC@30)")
+
+
+def row_name(row: dict, args) -> str:
+    """The variant, and with several --evaluate folders the steps its checkpoint had."""
+    if args.evaluate is not None and len(args.evaluate) > 1:
+        return f"{row['variant']} ({row['settings']['iterations']} steps)"
+    return row["variant"]
 
 
 def main(argv=None) -> list:
@@ -432,8 +453,10 @@ def main(argv=None) -> list:
     parser.add_argument("--keep-every", type=int, default=None, metavar="STEPS",
                         help="with --checkpoints, also keep the FFRM every STEPS steps as CHECKPOINTS/step_NNNNNN/VARIANT.pt, "
                              "so --evaluate can score where in a run a metric was won or lost")
-    parser.add_argument("--evaluate", type=Path, default=None, metavar="CHECKPOINTS",
-                        help="train nothing: score the VARIANT.pt files a run kept with --checkpoints on this --data (e.g. more held-out scenes)")
+    parser.add_argument("--evaluate", type=Path, nargs="+", default=None, metavar="CHECKPOINTS",
+                        help="train nothing: score the VARIANT.pt files a run kept with --checkpoints on this --data (e.g. more held-out "
+                             "scenes); several folders (e.g. CHECKPOINTS/step_*) score a run's history with one Trainer and one "
+                             "initialisation row")
     parser.add_argument("--train-clips", type=int, default=12,
                         help="also score this many training scenes' fixed clips (fit vs transfer); 0 for none")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -457,7 +480,7 @@ def main(argv=None) -> list:
             parser.error(f"--keep-every {args.keep_every}: give a step count between 1 and the {args.iterations} iterations "
                          "(the final FFRM is always kept as CHECKPOINTS/VARIANT.pt)")
     if args.evaluate is not None:
-        missing = [str(args.evaluate / f"{v}.pt") for v in args.variants if not (args.evaluate / f"{v}.pt").is_file()]
+        missing = [str(folder / f"{v}.pt") for folder in args.evaluate for v in args.variants if not (folder / f"{v}.pt").is_file()]
         if missing:
             raise FileNotFoundError(f"{', '.join(missing)}: no FFRM checkpoint there; keep a run's with --checkpoints DIR, then pass DIR to --evaluate")
     train, evaluation = data_folders(args)
@@ -466,7 +489,7 @@ def main(argv=None) -> list:
         if args.jobs <= 1:
             for variant in args.variants:
                 print(f"== {variant}", file=sys.stderr)
-                results.append(run_variant(variant, train, evaluation, Path(workdir) / variant, args, args.threads or 0))
+                results += run_variant(variant, train, evaluation, Path(workdir) / variant, args, args.threads or 0)
         else:
             # A fresh spawned process per variant (nerfstudio's writers are module globals), each with an
             # equal share of the cores. Leaving the block on an error, Ctrl-C or a kill (SIGTERM is
@@ -475,7 +498,8 @@ def main(argv=None) -> list:
             previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
             try:
                 with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-                    results = pool.starmap(run_variant, [(v, train, evaluation, Path(workdir) / v, args, threads) for v in args.variants])
+                    per_variant = pool.starmap(run_variant, [(v, train, evaluation, Path(workdir) / v, args, threads) for v in args.variants])
+                results = [row for rows in per_variant for row in rows]
             finally:
                 signal.signal(signal.SIGTERM, previous)
     print_table(results, args)

@@ -310,6 +310,19 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys)
     # (an untrained network's depth barely depends on its seed; its camera directions do)
     assert other[0]["initial"]["translation_error_deg"] != pytest.approx(results[0]["initial"]["translation_error_deg"], abs=0.1)
     assert other[0]["metrics"]["depth_abs_rel"] == pytest.approx(rescored[0]["metrics"]["depth_abs_rel"], rel=1e-6)
+    # A run's history in one call: one row per folder, the untrained network scored once (first row).
+    capsys.readouterr()
+    history = load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "ckpt" / "step_000010"),
+                                                   str(tmp_path / "ckpt" / "step_000020"), str(tmp_path / "ckpt"), "--variants", "weak",
+                                                   "--train-clips", "0", "--output", str(tmp_path / "history.json")])
+    assert [(r["variant"], r["settings"]["iterations"]) for r in history] == [("weak", 10), ("weak", 20), ("weak", 30)]
+    assert history[0]["initial"] is not None and history[1]["initial"] is None and history[2]["initial"] is None
+    assert history[0]["initial"]["depth_abs_rel"] == pytest.approx(rescored[0]["initial"]["depth_abs_rel"], rel=1e-6)
+    assert history[2]["metrics"]["depth_abs_rel"] == pytest.approx(rescored[0]["metrics"]["depth_abs_rel"], rel=1e-6)
+    assert history[0]["metrics"]["depth_abs_rel"] != pytest.approx(history[2]["metrics"]["depth_abs_rel"], rel=1e-3)
+    assert "| weak (10 steps) |" in capsys.readouterr().out
+    steps = load("plot_run_history").collect([tmp_path / "history.json"])[0]
+    assert [sorted(by_step) for by_step in steps.values()] == [[0, 10, 20, 30]]
     with pytest.raises(FileNotFoundError, match="nothing/weak.pt: no FFRM checkpoint"):
         load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "nothing"), "--variants", "weak", "--train-clips", "0"])
     # An unreadable one fails after the Trainer is built: nerfstudio's module-level event writers must
@@ -321,6 +334,12 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys)
     with pytest.raises(ValueError, match="cannot read as a torch checkpoint"):
         load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "bad"), "--variants", "weak", "--train-clips", "0"])
     assert writer.EVENT_WRITERS == []
+    # ... and one among several fails before the readable ones are scored, not after their minutes
+    capsys.readouterr()
+    with pytest.raises(ValueError, match="cannot read as a torch checkpoint"):
+        load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "ckpt"), str(tmp_path / "bad"), "--variants", "weak",
+                                             "--train-clips", "0"])
+    assert "scoring" not in capsys.readouterr().out and writer.EVENT_WRITERS == []
 
 
 def _spawned_workers(pid: int) -> list:
