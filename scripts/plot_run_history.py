@@ -1,7 +1,7 @@
 """One training's metrics against its steps, from the checkpoints it kept along the way.
 
 `reproduce_weak_vs_full.py --checkpoints DIR --keep-every STEPS` keeps the FFRM every STEPS steps as
-``DIR/step_NNNNNN/VARIANT.pt``; ``--evaluate DIR/step_NNNNNN --output step_N.json`` scores each on the
+``DIR/step_NNNNNN/VARIANT.pt``; ``--evaluate DIR/step_* DIR --output scores.json`` scores each on the
 held-out clips (and with ``--train-clips N`` on training clips). Given those JSON files, and the
 training's own ``--output`` for its last step, this draws held-out and training-clip AUC@30, depth tau
 (median-scaled, the paper's column), depth tau after a per-view scale and shift and the predicted depth
@@ -10,7 +10,8 @@ one colour per training, with the untrained network at step 0 where a file score
 depth tau's part, the depth maps keep their shape while their per-view offset, which the
 shift-invariant depth loss cannot see, goes wrong. Prints the same figures as a table.
 
-    python scripts/plot_run_history.py docs/results/l1_history_seed4/step_*.json --output docs/l1_history_seed4.png
+    python scripts/plot_run_history.py docs/results/l1_history_seed4/step_*.json docs/results/cauchy_history_seed4/scores_*.json \
+        --output docs/history_l1_vs_cauchy_seed4.png
 """
 
 from __future__ import annotations
