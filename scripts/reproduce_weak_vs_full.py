@@ -426,9 +426,10 @@ def print_table(results: list, args) -> None:
 
 
 def row_name(row: dict, args) -> str:
-    """The variant, and with several --evaluate folders the steps its checkpoint had."""
+    """The variant, and with several --evaluate folders which one (a run's step_NNNNNN, or another run's
+    folder: their step counts alone may repeat) and the steps its checkpoint had."""
     if args.evaluate is not None and len(args.evaluate) > 1:
-        return f"{row['variant']} ({row['settings']['iterations']} steps)"
+        return f"{row['variant']} ({Path(row['settings']['checkpoint']).parent.name}, {row['settings']['iterations']} steps)"
     return row["variant"]
 
 

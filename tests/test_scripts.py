@@ -320,7 +320,7 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys)
     assert history[0]["initial"]["depth_abs_rel"] == pytest.approx(rescored[0]["initial"]["depth_abs_rel"], rel=1e-6)
     assert history[2]["metrics"]["depth_abs_rel"] == pytest.approx(rescored[0]["metrics"]["depth_abs_rel"], rel=1e-6)
     assert history[0]["metrics"]["depth_abs_rel"] != pytest.approx(history[2]["metrics"]["depth_abs_rel"], rel=1e-3)
-    assert "| weak (10 steps) |" in capsys.readouterr().out
+    assert "| weak (step_000010, 10 steps) |" in capsys.readouterr().out
     steps = load("plot_run_history").collect([tmp_path / "history.json"])[0]
     assert [sorted(by_step) for by_step in steps.values()] == [[0, 10, 20, 30]]
     with pytest.raises(FileNotFoundError, match="nothing/weak.pt: no FFRM checkpoint"):
