@@ -330,6 +330,9 @@ def evaluate_checkpoints(variant: str, trainer, args) -> List[dict]:
     paths = [folder / f"{variant}.pt" for folder in args.evaluate]
     for path in paths[1:]:
         FFRM.from_checkpoint(path, map_location="cpu")  # an unreadable one fails now, not after the others' minutes of scoring
+    # the same for every folder's row: read the data folders' identity and the machine once
+    data, data_identity = str(args.data) if args.data else None, datasets(trainer)
+    machine = machine_fingerprint(str(trainer.pipeline.device))
     rows = []
     for i, path in enumerate(paths):
         # Setting the Trainer up printed nerfstudio's "training from scratch" (about its own checkpoints).
@@ -349,9 +352,8 @@ def evaluate_checkpoints(variant: str, trainer, args) -> List[dict]:
         settings = {"checkpoint": str(path), "iterations": extra.get("steps"), "trained_from_seed": trained_from,
                     "trained_set": extra.get("set"), "trained_teacher_space": extra.get("teacher_space"),
                     "trained_on": extra.get("machine"),
-                    "initialisation_seed": seed if before[0] is not None else None, "data": str(args.data) if args.data else None,
-                    "datasets": datasets(trainer),
-                    "machine": machine_fingerprint(str(trainer.pipeline.device))}
+                    "initialisation_seed": seed if before[0] is not None else None, "data": data,
+                    "datasets": data_identity, "machine": machine}
         rows.append({"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, **scores(after, before, fit)})
     return rows
 
