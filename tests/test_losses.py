@@ -298,3 +298,17 @@ def test_objective_switches_and_explains_missing_labels(scene):
         compute_loss(Reliev3rLossConfig(supervision="full"), prediction)
     total, stats = compute_loss(Reliev3rLossConfig(supervision="full"), prediction, gt=GroundTruth(depth, K, c2w))
     assert total.item() < 1e-9 and "loss/camera" in stats
+
+
+def test_reprojection_warmup_uses_its_robust_function_for_the_first_steps_only():
+    final = ReprojectionLossConfig(robust="cauchy", scale_degrees=1.0, warmup_robust="l1", warmup_steps=2000, warmup_scale_degrees=2.0)
+    for step in (0, 1999):
+        in_force = final.at_step(step)
+        assert (in_force.robust, in_force.scale_degrees) == ("l1", 2.0)
+    for step in (2000, 9999, None):  # None: outside training
+        assert final.at_step(step) is final
+    plain = ReprojectionLossConfig()
+    assert plain.at_step(0) is plain
+    for half_set in (ReprojectionLossConfig(warmup_robust="l1"), ReprojectionLossConfig(warmup_steps=100)):
+        with pytest.raises(ValueError, match="set together"):
+            half_set.at_step(0)

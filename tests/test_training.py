@@ -304,3 +304,28 @@ def test_label_workers_fill_the_cache_with_the_same_labels(small_data, tmp_path)
         for pair in a.matches:
             for x, y in zip(a.matches[pair], b.matches[pair]):
                 torch.testing.assert_close(x, y)
+
+
+def test_the_model_trains_with_the_warmup_robust_function_then_the_final_one(small_data, tmp_path):
+    from dataclasses import replace
+
+    from reliev3r_ns.losses import WeakLabels, compute_loss
+
+    trainer = make_trainer(small_data, tmp_path, 1, clips_per_batch=1, max_views=3)
+    model = trainer.pipeline.model
+    model.config.loss.reprojection = replace(model.config.loss.reprojection, warmup_robust="l1", warmup_steps=5, warmup_scale_degrees=3.0)
+    batch, _ = trainer.pipeline.datamanager.next_train(0)
+    outputs = model(batch)  # one forward pass: the losses below differ only in the robust function
+    weak = WeakLabels(teacher=batch["teacher"], teacher_space=batch["teacher_space"], matches=batch["matches"])
+
+    def expected(robust, scale):
+        config = replace(model.config.loss, reprojection=replace(model.config.loss.reprojection, robust=robust, scale_degrees=scale))
+        return compute_loss(config, model._geometry(outputs), weak)[0]
+
+    by_step = {}
+    for step in (0, 4, 5):
+        model._train_step = step
+        by_step[step] = model.get_loss_dict(outputs, batch)["loss"]
+    assert torch.allclose(by_step[0], expected("l1", 3.0)) and torch.allclose(by_step[4], expected("l1", 3.0))
+    assert torch.allclose(by_step[5], expected("cauchy", 1.0))
+    assert not torch.allclose(by_step[0], by_step[5])

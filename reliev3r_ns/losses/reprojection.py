@@ -8,7 +8,8 @@ points, and symmetrically at t_j::
     theta_i = angle(p_ik - t_i, p_jk - t_i) = atan2(|a x b|, a . b)
     L = sum_k c_k * (rho(theta_i) + rho(theta_j)) / 2 / sum_k c_k
 
-with c_k the match confidence and rho a robust function (Cauchy by default, with a scale in degrees).
+with c_k the match confidence and rho a robust function (Cauchy by default, with a scale in degrees;
+optionally another one for a warm-up of the first training steps, :meth:`ReprojectionLossConfig.at_step`).
 
 Why an angle: it is bounded (0..pi) and scale-free, so a far point counts as much as a near one
 (a 3D L2 distance is dominated by far points and pulls everything towards the camera), and it is
@@ -25,8 +26,8 @@ exactly its failure mode.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Dict, Literal, Tuple
+from dataclasses import dataclass, replace
+from typing import Dict, Literal, Optional, Tuple
 
 import torch
 
@@ -65,6 +66,21 @@ class ReprojectionLossConfig:
     """Robust scale for angle residuals."""
     scale_pixels: float = 2.0
     """Robust scale for pixel residuals."""
+    warmup_robust: Optional[Literal["cauchy", "huber", "l1", "l2"]] = None
+    """A robust function for the first ``warmup_steps`` training steps, ``robust`` after them (e.g. l1,
+    whose pull does not fade on matches tens of degrees off, then Cauchy). None: ``robust`` throughout."""
+    warmup_steps: int = 0
+    warmup_scale_degrees: float = 2.0
+    """Robust scale of angle residuals during the warm-up (pixel residuals keep ``scale_pixels``)."""
+
+    def at_step(self, step: Optional[int]) -> "ReprojectionLossConfig":
+        """The config in force at training step ``step`` (None: outside training, the final one)."""
+        if (self.warmup_robust is None) != (self.warmup_steps <= 0):
+            raise ValueError(f"reprojection warm-up: warmup_robust={self.warmup_robust!r} and warmup_steps={self.warmup_steps} "
+                             "must be set together (a robust function and a positive step count), or neither")
+        if step is None or self.warmup_robust is None or step >= self.warmup_steps:
+            return self
+        return replace(self, robust=self.warmup_robust, scale_degrees=self.warmup_scale_degrees)
 
 
 def sample_depth(depth: Tensor, batch: Tensor, view: Tensor, uv: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ steps the Trainer logs). Ground truth never reaches the weak loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
@@ -90,6 +90,8 @@ class Reliev3rModel(Model):
 
     def get_loss_dict(self, outputs: Dict, batch: Dict, metrics_dict=None) -> Dict[str, torch.Tensor]:
         config = self.config.loss
+        if self.training and self._train_step is not None:
+            config = replace(config, reprojection=config.reprojection.at_step(self._train_step))
         weak = gt = None
         if config.supervision == "weak":
             weak = WeakLabels(teacher=batch["teacher"], teacher_space=batch["teacher_space"], matches=batch["matches"])
