@@ -11,7 +11,8 @@ depth tau's part, the depth maps keep their shape while their per-view offset, w
 shift-invariant depth loss cannot see, goes wrong. Prints the same figures as a table.
 
     python scripts/plot_run_history.py docs/results/l1_history_seed4/step_*.json docs/results/cauchy_history_seed4/scores_*.json \
-        --output docs/history_l1_vs_cauchy_seed4.png
+        docs/results/l1_warmup_cauchy_seed4/scores_*.json \
+        --output docs/history_l1_cauchy_warmup_seed4.png
 """
 
 from __future__ import annotations
@@ -89,8 +90,13 @@ def plot(history: History, output: Path, title: str) -> Path:
                 ax.set_yscale("log")
             ax.set_xlabel("training steps")
             ax.grid(alpha=0.3)
-    axs[0][0].legend(fontsize=7)
-    return _budget.save_figure(fig, output, title)
+    # One legend below all panels: labels carry each training's settings, too long for inside a panel.
+    handles, labels = axs[0][0].get_legend_handles_labels()
+    rows = -(-len(labels) // 2)
+    legend_inches = 0.2 * rows + 0.1
+    fig.set_figheight(fig.get_figheight() + legend_inches)
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    return _budget.save_figure(fig, output, title, bottom=legend_inches / fig.get_figheight())
 
 
 def main(argv=None) -> List[dict]:

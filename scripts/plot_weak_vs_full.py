@@ -189,12 +189,13 @@ def plot(runs: Dict[Tuple[int, int], Dict[str, dict]], table: List[dict], output
     return save_figure(fig, output, title)
 
 
-def save_figure(fig, output: Path, title: str) -> Path:
+def save_figure(fig, output: Path, title: str, bottom: float = 0.0) -> Path:
+    """``bottom``: the figure's fraction kept free below the panels (for a figure-wide legend)."""
     import matplotlib.pyplot as plt
 
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=100)
     plt.close(fig)

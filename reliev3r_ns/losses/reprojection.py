@@ -70,6 +70,7 @@ class ReprojectionLossConfig:
     """A robust function for the first ``warmup_steps`` training steps, ``robust`` after them (e.g. l1,
     whose pull does not fade on matches tens of degrees off, then Cauchy). None: ``robust`` throughout."""
     warmup_steps: int = 0
+    """How many training steps (from step 0) use ``warmup_robust``."""
     warmup_scale_degrees: float = 2.0
     """Robust scale of angle residuals during the warm-up (pixel residuals keep ``scale_pixels``)."""
 
