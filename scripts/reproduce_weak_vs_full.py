@@ -16,6 +16,9 @@ each variant, and weak / full ratios. Variants:
     python scripts/reproduce_weak_vs_full.py --quick          # CI-sized: minutes on 2 CPU cores
     python scripts/reproduce_weak_vs_full.py --jobs 2         # full: the default dataset, 3000 steps each
     python scripts/reproduce_weak_vs_full.py --variants weak full --jobs 2   # the claim alone (README)
+
+A long training stopped part-way (``--keep-every N --checkpoints DIR`` saves its whole state every N
+steps) continues with the same command plus ``--resume DIR/step_NNNNNN``.
 """
 
 from __future__ import annotations
@@ -210,33 +213,54 @@ def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args
     if threads:
         torch.set_num_threads(threads)
     config = make_config(variant, train, evaluation, workdir / "outputs", args.label_cache or workdir / "labels", args)
+    settings = training_settings(config, args)
+    resumed = read_training_state(args.resume / f"{variant}.ckpt", settings) if args.resume is not None else None
+    if resumed is not None:
+        # nerfstudio loads weights, optimiser, schedule and step in Trainer.setup, then trains
+        # max_num_iterations more steps: the rest of the schedule.
+        config.load_checkpoint = args.resume / f"{variant}.ckpt"
+        config.max_num_iterations = args.iterations - resumed["steps"]
     try:
         trainer = setup_trainer(config)
-        return evaluate_checkpoints(variant, trainer, args) if args.evaluate is not None else [train_variant(variant, trainer, args)]
+        if args.evaluate is not None:
+            return evaluate_checkpoints(variant, trainer, args)
+        if resumed is not None:
+            restore_sampling(trainer, resumed)
+        return [train_variant(variant, trainer, args, settings, resumed)]
     finally:
         # Setting the Trainer up registered nerfstudio's event writers; drop them however the run ends,
         # or a later Trainer in this process writes into this run's folder (deleted with the workdir).
         release_event_writers()
 
 
-def train_variant(variant: str, trainer, args) -> dict:
+def training_settings(config, args) -> dict:
+    """What makes a training's row, so a JSON kept beside the README says which overrides and seed it
+    measured (and a resumed training can be checked to continue the same one)."""
+    dm = config.pipeline.datamanager
+    return {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": config.machine.seed,
+            "set": list(args.set), "clips": args.clips, "views": [args.min_views, args.max_views],
+            "data": str(args.data) if args.data else None, "datasets": datasets(config), "teacher_space": dm.labels.simulated.space}
+
+
+def train_variant(variant: str, trainer, args, settings: dict, resumed: Optional[dict] = None) -> dict:
+    """Train (or, ``resumed``, continue training) one variant and score it; its result row."""
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
     stamps = []  # wall clock after each step: a step time without start-up and warm-up, to size later runs
     trainer.callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
                                               func=lambda step: stamps.append(time.perf_counter())))
     curve = record_loss_curve(trainer, args.iterations)
-    # What made the row, so a JSON kept beside the README says which overrides and seed it measured.
-    settings = {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": trainer.config.machine.seed,
-                "set": list(args.set), "data": str(args.data) if args.data else None, "datasets": datasets(trainer),
-                "teacher_space": trainer.config.pipeline.datamanager.labels.simulated.space,
-                "machine": machine_fingerprint(str(trainer.pipeline.device))}
+    settings = {**settings, "machine": machine_fingerprint(str(trainer.pipeline.device))}
+    if resumed is not None:
+        # seconds, step time and loss curve then cover the steps trained in this call only
+        settings.update(resumed_from=resumed["path"], resumed_at_step=resumed["steps"])
     if args.keep_every:
         # A run's history, not only its end: each kept FFRM scores later with --evaluate CHECKPOINTS/step_N.
         trainer.callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
                                                   func=lambda step: keep_intermediate(trainer, variant, step + 1, settings, args)))
     started = time.perf_counter()
-    before = evaluate_clips(trainer.pipeline) if variant == args.variants[0] else (None, None)
+    # the untrained network's row: not the resumed network's (that is an earlier --evaluate's row)
+    before = evaluate_clips(trainer.pipeline) if variant == args.variants[0] and resumed is None else (None, None)
     trainer.pipeline.model.train()
     trainer.train()
     seconds = time.perf_counter() - started
@@ -250,28 +274,87 @@ def train_variant(variant: str, trainer, args) -> dict:
             **scores(after, before, fit), "loss_curve": curve}
 
 
-def datasets(trainer) -> dict:
-    """The training and held-out folders' generator seed, config and scene count: rows measured on
-    rebuilt data can then be checked to be on the same scenes."""
+def datasets(config) -> dict:
+    """The training and held-out folders' generator seed, config and scene count (of a Trainer config):
+    rows measured on rebuilt data can then be checked to be on the same scenes."""
     from reliev3r_ns.data.synthetic_dataset import dataset_identity
 
-    dm = trainer.config.pipeline.datamanager
+    dm = config.pipeline.datamanager
     return {"train": dataset_identity(dm.data), "eval": dataset_identity(dm.eval_data)}
 
 
 def export_checkpoint(trainer, variant: str, path: Path, steps: int, settings: dict) -> None:
     # The training's settings travel with the weights: --evaluate rows then say what they score.
-    trainer.pipeline.export_ffrm(path, extra={"variant": variant, "steps": steps, "seed": trainer.config.machine.seed,
-                                              "set": settings["set"], "teacher_space": settings["teacher_space"],
-                                              "machine": settings["machine"]})
+    trainer.pipeline.export_ffrm(path, extra={"variant": variant, "steps": steps, "schedule_steps": settings["iterations"],
+                                              "seed": trainer.config.machine.seed, "set": settings["set"],
+                                              "teacher_space": settings["teacher_space"], "machine": settings["machine"]})
 
 
 def keep_intermediate(trainer, variant: str, steps: int, settings: dict, args) -> None:
     """After `steps` optimiser steps, every --keep-every: the FFRM as CHECKPOINTS/step_NNNNNN/VARIANT.pt
-    (the final one stays CHECKPOINTS/VARIANT.pt)."""
+    (the final one stays CHECKPOINTS/VARIANT.pt), and beside it the training's whole state as VARIANT.ckpt
+    for --resume."""
     if steps % args.keep_every or steps >= args.iterations:
         return
-    export_checkpoint(trainer, variant, args.checkpoints / f"step_{steps:06d}" / f"{variant}.pt", steps, settings)
+    folder = args.checkpoints / f"step_{steps:06d}"
+    export_checkpoint(trainer, variant, folder / f"{variant}.pt", steps, settings)
+    save_training_state(trainer, folder / f"{variant}.ckpt", steps, settings)
+
+
+def save_training_state(trainer, path: Path, steps: int, settings: dict) -> None:
+    """The Trainer's checkpoint (nerfstudio's own keys: ``ns-train --load-checkpoint`` reads it too) after
+    `steps` steps, plus what nerfstudio does not keep: the clip sampler's random state, so a resumed run
+    draws the clips the uninterrupted one would have, and this run's settings, to refuse resuming it
+    with others. Written atomically: a run killed mid-write keeps the previous state."""
+    from reliev3r_ns.model.ffrm import save_atomically
+
+    dm = trainer.pipeline.datamanager
+    save_atomically({
+        "step": steps - 1,  # nerfstudio's: the last step done (0-based); training resumes at the next
+        "pipeline": trainer.pipeline.state_dict(),
+        "optimizers": {k: v.state_dict() for k, v in trainer.optimizers.optimizers.items()},
+        "schedulers": {k: v.state_dict() for k, v in trainer.optimizers.schedulers.items()},
+        "scalers": trainer.grad_scaler.state_dict(),
+        RESUME_KEY: {"settings": json.dumps(settings), "train_rng": dm.rng.getstate(), "eval_rng": dm.eval_rng.getstate(),
+                     "train_count": dm.train_count, "torch_rng": torch.get_rng_state()},
+    }, path)
+
+
+RESUME_KEY = "reliev3r_reproduce"
+# Settings a resumed training must share with the one it continues (its data folder may have moved).
+RESUME_SETTINGS = ("iterations", "lr", "model_size", "seed", "set", "clips", "views", "datasets", "teacher_space")
+
+
+def read_training_state(path: Path, settings: dict) -> dict:
+    """A state save_training_state wrote, checked against this run's `settings` (training_settings'):
+    {"path", "steps" done, the sampler state}. Refuses one from another training or one already done."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 (torch raises several kinds for a truncated or foreign file)
+        raise SystemExit(f"--resume: {path} is not a training state this script saved ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict) or RESUME_KEY not in state:
+        raise SystemExit(f"--resume: {path} has no {RESUME_KEY!r} entry; only states kept with --keep-every resume")
+    saved = json.loads(state[RESUME_KEY]["settings"])
+    current = json.loads(json.dumps(settings))  # tuples as lists, as the saved ones came back
+    differing = [f"{key} {saved.get(key)!r} there, {current.get(key)!r} here" for key in RESUME_SETTINGS if saved.get(key) != current.get(key)]
+    if differing:
+        raise SystemExit(f"--resume: {path} is another training's state ({'; '.join(differing)}); "
+                         "give the command of the run that kept it, plus --resume")
+    steps = int(state["step"]) + 1
+    if steps >= settings["iterations"]:
+        raise SystemExit(f"--resume: {path} is {steps} steps into a {settings['iterations']}-step training: nothing left to train")
+    return {"path": str(path), "steps": steps, **state[RESUME_KEY]}
+
+
+def restore_sampling(trainer, resumed: dict) -> None:
+    """The clip sampler's and torch's random state as the saved run left them (nerfstudio restored the
+    weights, optimiser, schedule and step when the Trainer was set up)."""
+    dm = trainer.pipeline.datamanager
+    for rng, key in ((dm.rng, "train_rng"), (dm.eval_rng, "eval_rng")):
+        version, internal, gauss = resumed[key]
+        rng.setstate((version, tuple(internal), gauss))
+    dm.train_count = resumed["train_count"]
+    torch.set_rng_state(resumed["torch_rng"])
 
 
 def scores(after: tuple, before: tuple, fit: tuple) -> dict:
@@ -331,7 +414,7 @@ def evaluate_checkpoints(variant: str, trainer, args) -> List[dict]:
     for path in paths[1:]:
         FFRM.from_checkpoint(path, map_location="cpu")  # an unreadable one fails now, not after the others' minutes of scoring
     # the same for every folder's row: read the data folders' identity and the machine once
-    data, data_identity = str(args.data) if args.data else None, datasets(trainer)
+    data, data_identity = str(args.data) if args.data else None, datasets(trainer.config)
     machine = machine_fingerprint(str(trainer.pipeline.device))
     rows = []
     for i, path in enumerate(paths):
@@ -349,7 +432,8 @@ def evaluate_checkpoints(variant: str, trainer, args) -> List[dict]:
         after = evaluate_clips(trainer.pipeline)
         fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else (None, None)
         # trained_* come from the checkpoint (None for checkpoints written before they recorded them).
-        settings = {"checkpoint": str(path), "iterations": extra.get("steps"), "trained_from_seed": trained_from,
+        settings = {"checkpoint": str(path), "iterations": extra.get("steps"), "schedule_steps": extra.get("schedule_steps"),
+                    "trained_from_seed": trained_from,
                     "trained_set": extra.get("set"), "trained_teacher_space": extra.get("teacher_space"),
                     "trained_on": extra.get("machine"),
                     "initialisation_seed": seed if before[0] is not None else None, "data": data,
@@ -456,6 +540,10 @@ def main(argv=None) -> list:
     parser.add_argument("--keep-every", type=int, default=None, metavar="STEPS",
                         help="with --checkpoints, also keep the FFRM every STEPS steps as CHECKPOINTS/step_NNNNNN/VARIANT.pt, "
                              "so --evaluate can score where in a run a metric was won or lost")
+    parser.add_argument("--resume", type=Path, default=None, metavar="CHECKPOINTS/step_NNNNNN",
+                        help="continue a stopped training from the state --keep-every kept there (VARIANT.ckpt: weights, optimiser, "
+                             "learning-rate schedule, clip sampler); give the stopped run's command (same --iterations, --lr, --set, data) "
+                             "plus this. Later kept steps and the final FFRM go to --checkpoints (default: the folder above this one)")
     parser.add_argument("--evaluate", type=Path, nargs="+", default=None, metavar="CHECKPOINTS",
                         help="train nothing: score the VARIANT.pt files a run kept with --checkpoints on this --data (e.g. more held-out "
                              "scenes); several folders (e.g. CHECKPOINTS/step_*) score a run's history with one Trainer and one "
@@ -476,6 +564,14 @@ def main(argv=None) -> list:
     args.clips = args.clips or (1 if quick else 2)
     args.min_views = args.min_views or (2 if quick else 4)
     args.max_views = args.max_views or (4 if quick else 8)
+    if args.resume is not None:
+        if args.evaluate is not None:
+            parser.error("--resume continues a training; --evaluate trains nothing")
+        missing = [str(args.resume / f"{v}.ckpt") for v in args.variants if not (args.resume / f"{v}.ckpt").is_file()]
+        if missing:
+            parser.error(f"--resume: no training state {', '.join(missing)}; a run keeps one every --keep-every steps "
+                         "(CHECKPOINTS/step_NNNNNN/VARIANT.ckpt)")
+        args.checkpoints = args.checkpoints or args.resume.parent
     if args.keep_every is not None:
         if args.checkpoints is None or args.evaluate is not None:
             parser.error("--keep-every keeps a training's intermediate FFRMs: it needs --checkpoints DIR and no --evaluate")
@@ -487,6 +583,11 @@ def main(argv=None) -> list:
         if missing:
             raise FileNotFoundError(f"{', '.join(missing)}: no FFRM checkpoint there; keep a run's with --checkpoints DIR, then pass DIR to --evaluate")
     train, evaluation = data_folders(args)
+    if args.resume is not None:
+        # Refused here, before any variant trains (a refusal inside a --jobs worker would not come back).
+        for variant in args.variants:
+            config = make_config(variant, train, evaluation, Path("outputs"), args.label_cache or Path("labels"), args)
+            read_training_state(args.resume / f"{variant}.ckpt", training_settings(config, args))
     results = []
     with tempfile.TemporaryDirectory(prefix="reliev3r-runs-") as workdir:
         if args.jobs <= 1:

@@ -364,6 +364,45 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
+def test_reproduce_resume_continues_a_stopped_training_where_it_stopped(tmp_path, capsys):
+    # One training to the end, keeping its state at 10 and 20 of 30 steps; then the same command resumed
+    # from the state at 10: with weights, optimiser, schedule and clip sampler restored, it reaches the
+    # uninterrupted run's weights (same process and threads, so to float noise at most).
+    from reliev3r_ns.model.ffrm import FFRM
+
+    script = load("reproduce_weak_vs_full")
+    common = ["--quick", "--variants", "weak", "--train-clips", "0", "--keep-every", "10"]
+    whole = script.main([*common, "--checkpoints", str(tmp_path / "whole")])[0]
+    assert sorted(p.name for p in (tmp_path / "whole" / "step_000010").iterdir()) == ["weak.ckpt", "weak.pt"]
+    kept = FFRM.from_checkpoint(tmp_path / "whole" / "step_000010" / "weak.pt")
+    assert kept.checkpoint_extra["steps"] == 10 and kept.checkpoint_extra["schedule_steps"] == 30
+    resumed = script.main([*common, "--resume", str(tmp_path / "whole" / "step_000010"), "--checkpoints", str(tmp_path / "resumed")])[0]
+    assert resumed["settings"]["resumed_at_step"] == 10 and resumed["initial"] is None
+    assert resumed["loss_curve"][0]["step"] > 10 and resumed["loss_curve"][-1]["step"] == 30
+    for name in ("step_000020/weak.pt", "weak.pt"):
+        a, b = (FFRM.from_checkpoint(tmp_path / run / name).state_dict() for run in ("whole", "resumed"))
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=f"{name} {key}")
+    assert resumed["metrics"]["depth_abs_rel"] == pytest.approx(whole["metrics"]["depth_abs_rel"], rel=1e-4)
+    # ... which a fresh optimiser and sampler from the same weights would not: the state matters
+    a = FFRM.from_checkpoint(tmp_path / "whole" / "step_000010" / "weak.pt").state_dict()
+    b = FFRM.from_checkpoint(tmp_path / "whole" / "weak.pt").state_dict()
+    assert any(not torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-4) for k in a)
+    # Another training's state, a finished one, or a folder without states: refused before training.
+    with pytest.raises(SystemExit, match="iterations 30 there, 40 here"):
+        script.main([*common, "--iterations", "40", "--resume", str(tmp_path / "whole" / "step_000010")])
+    with pytest.raises(SystemExit, match=r"seed 42 there, 7 here"):
+        script.main([*common, "--set", "machine.seed=7", "--resume", str(tmp_path / "whole" / "step_000010")])
+    with pytest.raises(SystemExit):
+        script.main([*common, "--resume", str(tmp_path / "whole")])
+    assert "no training state" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "weak.ckpt").write_text("not a checkpoint")
+    with pytest.raises(SystemExit, match="is not a training state this script saved"):
+        script.main([*common, "--resume", str(tmp_path / "bad")])
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from Linux /proc")
 def test_reproduce_jobs_end_with_the_script_when_it_is_killed():
     # A kill of the script (SIGTERM, as a scheduler or `kill` sends) must not leave its training workers running on.

@@ -245,8 +245,6 @@ class FFRM(nn.Module):
     # --------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: Union[str, Path], extra: Optional[Dict[str, Any]] = None) -> Path:
         """Write {format, version, config, state_dict, extra} atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
@@ -254,15 +252,7 @@ class FFRM(nn.Module):
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "extra": extra or {},
         }
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return save_atomically(payload, path)
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> "FFRM":
@@ -319,3 +309,19 @@ def _images_to_tensor(images: Union[np.ndarray, Tensor, Sequence[Union[str, Path
     if not torch.isfinite(tensor).all():
         raise ValueError("images contain NaN or infinite values")
     return tensor
+
+
+def save_atomically(payload: Any, path: Union[str, Path]) -> Path:
+    """torch.save to a temporary file beside ``path``, then rename: a run killed mid-write leaves the
+    previous file (or none), never a truncated one that fails to load much later."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
