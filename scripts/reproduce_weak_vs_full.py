@@ -251,19 +251,27 @@ def train_variant(variant: str, trainer, args, settings: dict, resumed: Optional
                                               func=lambda step: stamps.append(time.perf_counter())))
     curve = record_loss_curve(trainer, args.iterations)
     settings = {**settings, "machine": machine_fingerprint(str(trainer.pipeline.device))}
+    # What the stopped run had done before its state was kept: the row then covers the whole training.
+    # States kept before these were recorded have neither (seconds_before_resume None): the row's seconds
+    # and curve then cover the resumed steps only.
+    earlier_curve, earlier_seconds = (resumed.get("loss_curve", []), resumed.get("seconds")) if resumed is not None else ([], 0.0)
     if resumed is not None:
-        # seconds, step time and loss curve then cover the steps trained in this call only
-        settings.update(resumed_from=resumed["path"], resumed_at_step=resumed["steps"])
+        settings.update(resumed_from=resumed["path"], resumed_at_step=resumed["steps"], seconds_before_resume=earlier_seconds)
+    started = time.perf_counter()
+
+    def progress() -> dict:
+        # the loss curve and seconds so far, whole run as far as known (a state kept by a resumed run carries both parts)
+        return {"loss_curve": earlier_curve + curve, "seconds": (earlier_seconds or 0.0) + time.perf_counter() - started}
+
     if args.keep_every:
         # A run's history, not only its end: each kept FFRM scores later with --evaluate CHECKPOINTS/step_N.
         trainer.callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
-                                                  func=lambda step: keep_intermediate(trainer, variant, step + 1, settings, args)))
-    started = time.perf_counter()
+                                                  func=lambda step: keep_intermediate(trainer, variant, step + 1, settings, args, progress)))
     # the untrained network's row: not the resumed network's (that is an earlier --evaluate's row)
     before = evaluate_clips(trainer.pipeline) if variant == args.variants[0] and resumed is None else (None, None)
     trainer.pipeline.model.train()
     trainer.train()
-    seconds = time.perf_counter() - started
+    seconds = progress()["seconds"]
     after = evaluate_clips(trainer.pipeline)
     fit = evaluate_clips(trainer.pipeline, "train", args.train_clips) if args.train_clips else (None, None)
     if args.checkpoints is not None:
@@ -271,7 +279,7 @@ def train_variant(variant: str, trainer, args, settings: dict, resumed: Optional
     late = np.diff(stamps[len(stamps) // 2:])
     step_seconds = float(late.mean()) if len(late) else None  # mean over the second half of the run
     return {"variant": variant, "seconds": seconds, "step_seconds": step_seconds, "settings": settings,
-            **scores(after, before, fit), "loss_curve": curve}
+            **scores(after, before, fit), "loss_curve": earlier_curve + curve}
 
 
 def datasets(config) -> dict:
@@ -290,33 +298,34 @@ def export_checkpoint(trainer, variant: str, path: Path, steps: int, settings: d
                                               "teacher_space": settings["teacher_space"], "machine": settings["machine"]})
 
 
-def keep_intermediate(trainer, variant: str, steps: int, settings: dict, args) -> None:
+def keep_intermediate(trainer, variant: str, steps: int, settings: dict, args, progress) -> None:
     """After `steps` optimiser steps, every --keep-every: the FFRM as CHECKPOINTS/step_NNNNNN/VARIANT.pt
     (the final one stays CHECKPOINTS/VARIANT.pt), and beside it the training's whole state as VARIANT.ckpt
-    for --resume."""
+    for --resume, with `progress()` (loss curve and seconds so far)."""
     if steps % args.keep_every or steps >= args.iterations:
         return
     folder = args.checkpoints / f"step_{steps:06d}"
     export_checkpoint(trainer, variant, folder / f"{variant}.pt", steps, settings)
-    save_training_state(trainer, folder / f"{variant}.ckpt", steps, settings)
+    save_training_state(trainer, folder / f"{variant}.ckpt", steps, settings, progress())
 
 
-def save_training_state(trainer, path: Path, steps: int, settings: dict) -> None:
+def save_training_state(trainer, path: Path, steps: int, settings: dict, progress: dict) -> None:
     """The Trainer's checkpoint (nerfstudio's own keys: ``ns-train --load-checkpoint`` reads it too) after
-    `steps` steps, plus what nerfstudio does not keep: the clip sampler's random state, so a resumed run
-    draws the clips the uninterrupted one would have, and this run's settings, to refuse resuming it
-    with others. Written atomically: a run killed mid-write keeps the previous state."""
+    `steps` steps (with the clip sampler's random state, the datamanager's extra state, so a resumed run
+    draws the clips the uninterrupted one would have), plus what nerfstudio does not keep: torch's random
+    state; this run's settings, to refuse resuming it with others; and its loss curve and seconds so
+    far, so the resumed run's row covers the whole training (a
+    loss-curve window still open when the state is kept restarts at the resume: keep at multiples of
+    --iterations / 100 to have none). Written atomically: a run killed mid-write keeps the previous state."""
     from reliev3r_ns.model.ffrm import save_atomically
 
-    dm = trainer.pipeline.datamanager
     save_atomically({
         "step": steps - 1,  # nerfstudio's: the last step done (0-based); training resumes at the next
         "pipeline": trainer.pipeline.state_dict(),
         "optimizers": {k: v.state_dict() for k, v in trainer.optimizers.optimizers.items()},
         "schedulers": {k: v.state_dict() for k, v in trainer.optimizers.schedulers.items()},
         "scalers": trainer.grad_scaler.state_dict(),
-        RESUME_KEY: {"settings": json.dumps(settings), "train_rng": dm.rng.getstate(), "eval_rng": dm.eval_rng.getstate(),
-                     "train_count": dm.train_count, "torch_rng": torch.get_rng_state()},
+        RESUME_KEY: {"settings": json.dumps(settings), "torch_rng": torch.get_rng_state(), "progress": json.dumps(progress)},
     }, path)
 
 
@@ -343,17 +352,19 @@ def read_training_state(path: Path, settings: dict) -> dict:
     steps = int(state["step"]) + 1
     if steps >= settings["iterations"]:
         raise SystemExit(f"--resume: {path} is {steps} steps into a {settings['iterations']}-step training: nothing left to train")
-    return {"path": str(path), "steps": steps, **state[RESUME_KEY]}
+    # "progress" is absent from states kept before it was recorded: then neither curve nor seconds
+    progress = json.loads(state[RESUME_KEY].get("progress", '{"loss_curve": [], "seconds": null}'))
+    return {"path": str(path), "steps": steps, **state[RESUME_KEY], **progress}
 
 
 def restore_sampling(trainer, resumed: dict) -> None:
-    """The clip sampler's and torch's random state as the saved run left them (nerfstudio restored the
-    weights, optimiser, schedule and step when the Trainer was set up)."""
+    """torch's random state as the saved run left it. nerfstudio restored the weights, optimiser,
+    schedule, step and the clip sampler (the datamanager's extra state) when the Trainer was set up;
+    states kept before the datamanager kept its sampler carry it here instead."""
     dm = trainer.pipeline.datamanager
-    for rng, key in ((dm.rng, "train_rng"), (dm.eval_rng, "eval_rng")):
-        version, internal, gauss = resumed[key]
-        rng.setstate((version, tuple(internal), gauss))
-    dm.train_count = resumed["train_count"]
+    if "train_rng" in resumed:
+        dm.set_extra_state({"train_rng": resumed["train_rng"], "eval_rng": resumed["eval_rng"], "train_count": resumed["train_count"],
+                            "eval_count": dm.eval_count, "world_size": 1})
     torch.set_rng_state(resumed["torch_rng"])
 
 

@@ -378,7 +378,19 @@ def test_reproduce_resume_continues_a_stopped_training_where_it_stopped(tmp_path
     assert kept.checkpoint_extra["steps"] == 10 and kept.checkpoint_extra["schedule_steps"] == 30
     resumed = script.main([*common, "--resume", str(tmp_path / "whole" / "step_000010"), "--checkpoints", str(tmp_path / "resumed")])[0]
     assert resumed["settings"]["resumed_at_step"] == 10 and resumed["initial"] is None
-    assert resumed["loss_curve"][0]["step"] > 10 and resumed["loss_curve"][-1]["step"] == 30
+    # The row covers the whole training: the stopped run's loss curve and seconds came with its state.
+    assert [p["step"] for p in resumed["loss_curve"]] == [p["step"] for p in whole["loss_curve"]]
+    assert [p["loss_depth"] for p in resumed["loss_curve"]] == pytest.approx([p["loss_depth"] for p in whole["loss_curve"]], rel=1e-4)
+    assert 0 < resumed["settings"]["seconds_before_resume"] < resumed["seconds"]
+    # ... and so does a state the resumed run kept in turn; a state from before these were kept has neither.
+    settings = resumed["settings"]
+    again = script.read_training_state(tmp_path / "resumed" / "step_000020" / "weak.ckpt", settings)
+    assert [p["step"] for p in again["loss_curve"]] == list(range(1, 21)) and again["seconds"] > settings["seconds_before_resume"]
+    state = torch.load(tmp_path / "whole" / "step_000010" / "weak.ckpt", weights_only=True)
+    del state[script.RESUME_KEY]["progress"]
+    torch.save(state, tmp_path / "old.ckpt")
+    old = script.read_training_state(tmp_path / "old.ckpt", settings)
+    assert old["steps"] == 10 and old["loss_curve"] == [] and old["seconds"] is None
     for name in ("step_000020/weak.pt", "weak.pt"):
         a, b = (FFRM.from_checkpoint(tmp_path / run / name).state_dict() for run in ("whole", "resumed"))
         for key in a:

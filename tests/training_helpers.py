@@ -18,7 +18,7 @@ def make_small_data(root: Path) -> Path:
 
 
 def make_trainer(small_data: Path, tmp_path: Path, iterations: int, method: str = "reliev3r", lr: float = 3e-4, vis: str = "tensorboard", pipeline=None, viewer=None,
-                 model=None, local_rank: int = 0, world_size: int = 1, steps_per_log: int = 10, seed: int = 42, **datamanager):
+                 model=None, local_rank: int = 0, world_size: int = 1, steps_per_log: int = 10, seed: int = 42, load_dir=None, **datamanager):
     from nerfstudio.scripts.train import _set_random_seed
 
     from reliev3r_ns.method_configs.reliev3r import reliev3r_method, reliev3r_supervised_method
@@ -47,6 +47,7 @@ def make_trainer(small_data: Path, tmp_path: Path, iterations: int, method: str 
     config.optimizers["ffrm"]["scheduler"].max_steps = iterations
     config.optimizers["ffrm"]["scheduler"].warm_up_end = min(100, iterations // 10)
     config.optimizers["ffrm"]["optimizer"].lr = lr
+    config.load_dir = load_dir  # ns-train --load-dir: Trainer.setup loads the latest checkpoint there
     config.set_timestamp()
     config.save_config()  # what ns-train does before training
     # ns-train seeds the global RNGs before building the model (its train_loop); without it the

@@ -186,6 +186,26 @@ class Reliev3rDataManager(DataManager):
         views = self.sample_clip_views(scene, self.config.eval_views, random.Random(seed))
         return self.make_batch([scene], [views])
 
+    # ------------------------------------------------------------------------- checkpointed state
+    # torch keeps a module's extra state in its state_dict, so the clip sampler's place travels in
+    # nerfstudio's checkpoint: `ns-train reliev3r --load-dir` then draws the clips the uninterrupted
+    # run would have. A checkpoint from before this was kept has no entry (nerfstudio loads the
+    # pipeline's own keys with strict=False), and the sampler starts afresh as it did then.
+    def get_extra_state(self) -> Dict:
+        return {"train_rng": self.rng.getstate(), "eval_rng": self.eval_rng.getstate(), "train_count": self.train_count,
+                "eval_count": self.eval_count, "world_size": self.world_size}
+
+    def set_extra_state(self, state: Dict) -> None:
+        self.train_count, self.eval_count = state["train_count"], state["eval_count"]
+        if state["world_size"] == 1 and self.world_size == 1:
+            for rng, key in ((self.rng, "train_rng"), (self.eval_rng, "eval_rng")):
+                version, internal, gauss = state[key]  # lists after a round trip through some loaders
+                rng.setstate((version, tuple(internal), gauss))
+        else:
+            # Only rank 0's sampler was saved: each rank restarts its own from the seed and the step
+            # reached, so ranks keep drawing different clips (not the uninterrupted run's).
+            self.rng = random.Random(f"{self.config.seed}/{self.local_rank}/{self.train_count}")
+
     def get_train_rays_per_batch(self) -> int:
         # nerfstudio's throughput counter counts rays; ours counts views.
         return self.config.clips_per_batch * self.config.max_views
