@@ -691,3 +691,26 @@ def test_matched_pair_fraction_counts_unordered_pairs_with_enough_matches():
     assert script.matched_pair_fraction(matches, 4, 3) == pytest.approx(2 / 6)
     assert script.matched_pair_fraction(matches, 4, 1) == pytest.approx(3 / 6)
     assert script.matched_pair_fraction(matches, 4, 4) == 0.0
+
+
+def test_average_checkpoints_means_each_weight_and_refuses_other_networks(tmp_path, capsys):
+    from reliev3r_ns.model import FFRM, ffrm_config
+
+    script = load("average_checkpoints")
+    paths = []
+    for step in (1, 2, 3):
+        torch.manual_seed(step)  # three differently initialised copies of one network
+        paths.append(FFRM(ffrm_config("tiny")).save_checkpoint(tmp_path / f"s{step}.pt", {"steps": step * 1000, "seed": 4}))
+    out = script.main([*map(str, paths), "--output", str(tmp_path / "avg" / "weak.pt")])
+    averaged = FFRM.from_checkpoint(out)
+    states = [torch.load(p, weights_only=True)["state_dict"] for p in paths]
+    for key, value in averaged.state_dict().items():
+        expected = (states[0][key] + states[1][key] + states[2][key]) / 3 if value.is_floating_point() else states[2][key]
+        torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7, msg=key)
+    assert averaged.checkpoint_extra["averaged_steps"] == [1000, 2000, 3000] and averaged.checkpoint_extra["seed"] == 4
+    other = FFRM(ffrm_config("tiny", depth=2)).save_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(SystemExit, match="another network's config"):
+        script.main([str(paths[0]), str(other), "--output", str(tmp_path / "bad.pt")])
+    with pytest.raises(SystemExit, match="two or more"):
+        script.main([str(paths[0]), "--output", str(tmp_path / "bad.pt")])
+    assert not (tmp_path / "bad.pt").exists()
