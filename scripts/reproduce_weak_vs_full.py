@@ -449,6 +449,8 @@ def evaluate_checkpoints(variant: str, trainer, args) -> List[dict]:
                     "trained_on": extra.get("machine"),
                     "initialisation_seed": seed if before[0] is not None else None, "data": data,
                     "datasets": data_identity, "machine": machine}
+        if "averaged_steps" in extra:  # scripts/average_checkpoints.py's: which kept steps were averaged
+            settings.update(averaged_steps=extra["averaged_steps"], averaged_from=extra["averaged_from"])
         rows.append({"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, **scores(after, before, fit)})
     return rows
 
