@@ -27,18 +27,18 @@ def average(paths: List[Path]) -> FFRM:
         raise SystemExit("give two or more checkpoints to average")
     models = [FFRM.from_checkpoint(path) for path in paths]
     last = models[-1]
-    reference = last.state_dict()
-    for path, model in zip(paths, models):
+    states = [model.state_dict() for model in models]
+    reference = states[-1]
+    for path, model, state in zip(paths, models, states):
         if model.config.to_dict() != last.config.to_dict():
             raise SystemExit(f"{path}: another network's config than {paths[-1]}; average checkpoints of one training")
-        state = model.state_dict()
         if state.keys() != reference.keys() or any(state[k].shape != reference[k].shape for k in reference):
             raise SystemExit(f"{path}: weights differ in names or shapes from {paths[-1]}")
     averaged = {}
     for key, value in reference.items():
         if value.is_floating_point():
             # in float64: the mean of a few float32 weights then rounds once
-            averaged[key] = (sum(m.state_dict()[key].double() for m in models) / len(models)).to(value.dtype)
+            averaged[key] = (sum(state[key].double() for state in states) / len(states)).to(value.dtype)
         else:
             averaged[key] = value
     last.load_state_dict(averaged)
