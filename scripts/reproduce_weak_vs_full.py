@@ -313,10 +313,10 @@ def save_training_state(trainer, path: Path, steps: int, settings: dict, progres
     """The Trainer's checkpoint (nerfstudio's own keys: ``ns-train --load-checkpoint`` reads it too) after
     `steps` steps (with the clip sampler's random state, the datamanager's extra state, so a resumed run
     draws the clips the uninterrupted one would have), plus what nerfstudio does not keep: torch's random
-    state; this run's settings, to refuse resuming it with others; and its loss curve and seconds so
-    far, so the resumed run's row covers the whole training (a
-    loss-curve window still open when the state is kept restarts at the resume: keep at multiples of
-    --iterations / 100 to have none). Written atomically: a run killed mid-write keeps the previous state."""
+    state; this run's settings, to refuse resuming it with others; and its loss curve and seconds so far,
+    so the resumed run's row covers the whole training (a loss-curve window still open when the state is
+    kept restarts at the resume: keep at multiples of --iterations / 100 to have none). Written
+    atomically: a run killed mid-write keeps the previous state."""
     from reliev3r_ns.model.ffrm import save_atomically
 
     save_atomically({
@@ -336,7 +336,8 @@ RESUME_SETTINGS = ("iterations", "lr", "model_size", "seed", "set", "clips", "vi
 
 def read_training_state(path: Path, settings: dict) -> dict:
     """A state save_training_state wrote, checked against this run's `settings` (training_settings'):
-    {"path", "steps" done, the sampler state}. Refuses one from another training or one already done."""
+    {"path", "steps" done, "torch_rng", "loss_curve" and "seconds" so far, and, in states kept before the
+    datamanager kept its sampler, that sampler's state}. Refuses one from another training or one already done."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 (torch raises several kinds for a truncated or foreign file)
@@ -352,9 +353,10 @@ def read_training_state(path: Path, settings: dict) -> dict:
     steps = int(state["step"]) + 1
     if steps >= settings["iterations"]:
         raise SystemExit(f"--resume: {path} is {steps} steps into a {settings['iterations']}-step training: nothing left to train")
+    saved_state = dict(state[RESUME_KEY])
     # "progress" is absent from states kept before it was recorded: then neither curve nor seconds
-    progress = json.loads(state[RESUME_KEY].get("progress", '{"loss_curve": [], "seconds": null}'))
-    return {"path": str(path), "steps": steps, **state[RESUME_KEY], **progress}
+    progress = json.loads(saved_state.pop("progress", '{"loss_curve": [], "seconds": null}'))
+    return {"path": str(path), "steps": steps, **saved_state, **progress}
 
 
 def restore_sampling(trainer, resumed: dict) -> None:

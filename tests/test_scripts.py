@@ -397,7 +397,8 @@ def test_reproduce_resume_continues_a_stopped_training_where_it_stopped(tmp_path
             torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=f"{name} {key}")
     assert resumed["metrics"]["depth_abs_rel"] == pytest.approx(whole["metrics"]["depth_abs_rel"], rel=1e-4)
     # ... and the equality above is not of an untouched network: the 20 steps after the state moved the weights
-    # (that the restored sampler matters was checked by hand: without restore_sampling, step 20 differs)
+    # (that the restored sampler matters was checked by hand: without it, step 20 differs; the sampler's
+    # own restore is tested in tests/test_training.py)
     a = FFRM.from_checkpoint(tmp_path / "whole" / "step_000010" / "weak.pt").state_dict()
     b = FFRM.from_checkpoint(tmp_path / "whole" / "weak.pt").state_dict()
     assert any(not torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-4) for k in a)

@@ -334,9 +334,6 @@ def test_the_model_trains_with_the_warmup_robust_function_then_the_final_one(sma
 def test_ns_train_checkpoints_carry_the_clip_sampler_so_a_resumed_run_draws_the_same_clips(small_data, tmp_path):
     # The datamanager's random state rides in nerfstudio's own checkpoint (module extra state):
     # `ns-train --load-dir` continues with the clips the uninterrupted run draws next.
-    def next_clips(trainer, count=3):
-        return draw(trainer.pipeline.datamanager, count)
-
     def draw(datamanager, count=3):
         batches = [datamanager.next_train(0)[0] for _ in range(count)]
         return [(b["images"].shape, b["images"].sum().item()) for b in batches]
@@ -346,8 +343,8 @@ def test_ns_train_checkpoints_carry_the_clip_sampler_so_a_resumed_run_draws_the_
     [checkpoint] = (trained.base_dir / "nerfstudio_models").glob("*.ckpt")
     resumed = make_trainer(small_data, tmp_path / "b", 3, clips_per_batch=1, max_views=4, load_dir=checkpoint.parent)
     assert resumed.pipeline.datamanager.train_count == trained.pipeline.datamanager.train_count == 3
-    expected = next_clips(trained)
-    assert next_clips(resumed) == expected
+    expected = draw(trained.pipeline.datamanager)
+    assert draw(resumed.pipeline.datamanager) == expected
     # A checkpoint from before the sampler was kept still loads; its sampler starts afresh (and so
     # draws other clips than the run it continues).
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -355,7 +352,7 @@ def test_ns_train_checkpoints_carry_the_clip_sampler_so_a_resumed_run_draws_the_
     (tmp_path / "old").mkdir()
     torch.save(state, tmp_path / "old" / checkpoint.name)
     old = make_trainer(small_data, tmp_path / "c", 3, clips_per_batch=1, max_views=4, load_dir=tmp_path / "old")
-    assert old.pipeline.datamanager.train_count == 0 and next_clips(old) != expected
+    assert old.pipeline.datamanager.train_count == 0 and draw(old.pipeline.datamanager) != expected
     # Under DDP only rank 0's sampler is saved: each rank restarts its own from the seed, its rank and
     # the step reached, so two ranks do not draw the same clips.
     saved, dm = trained.pipeline.datamanager.get_extra_state(), resumed.pipeline.datamanager
