@@ -312,3 +312,70 @@ def test_reprojection_warmup_uses_its_robust_function_for_the_first_steps_only()
     for half_set in (ReprojectionLossConfig(warmup_robust="l1"), ReprojectionLossConfig(warmup_steps=100)):
         with pytest.raises(ValueError, match="set together"):
             half_set.at_step(0)
+
+
+# ----------------------------------------------------------------------------- radial residual
+
+
+def test_radial_residual_against_a_reference_and_zero_for_exact_geometry(scene):
+    depth, K, c2w = scene_tensors(scene)
+    matches = all_matches(scene)
+    config = ReprojectionLossConfig(radial_weight=0.7, scale_radial=0.05)
+    exact, stats = reprojection_loss(depth, K, c2w, matches, config)
+    # (Not exactly 0: bilinear depth at sub-pixel matches.)
+    assert exact.item() < 1e-4 and stats["reprojection/median_radial_error"].item() < 1e-3
+
+    # Random depths: the loss is the angle loss plus 0.7 x a radial term computed here, independently,
+    # with numpy: lift each pixel by K^-1 [u, v, 1] * z, then the log ratio of distances to each centre.
+    rng = np.random.default_rng(8)
+    noisy = depth * torch.from_numpy(rng.uniform(0.8, 1.25, size=depth.shape))
+    angle_only, _ = reprojection_loss(noisy, K, c2w, matches, ReprojectionLossConfig())
+    with_radial, _ = reprojection_loss(noisy, K, c2w, matches, config)
+    d = noisy[0].numpy()
+    Kn, poses = K[0].numpy(), c2w[0].numpy()
+
+    def lift(view, uv):
+        z = sample_depth(noisy, matches.batch, view, uv).numpy()
+        rays = np.linalg.solve(Kn[view.numpy()], np.concatenate([uv.numpy(), np.ones((len(z), 1))], axis=1)[..., None])[..., 0]
+        R, t = poses[view.numpy(), :3, :3], poses[view.numpy(), :3, 3]
+        return np.einsum("mij,mj->mi", R, rays * z[:, None]) + t, t
+
+
+    p_i, t_i = lift(matches.view_i, matches.uv_i)
+    p_j, t_j = lift(matches.view_j, matches.uv_j)
+    r_i = np.log(np.linalg.norm(p_j - t_i, axis=1) / np.linalg.norm(p_i - t_i, axis=1))
+    r_j = np.log(np.linalg.norm(p_i - t_j, axis=1) / np.linalg.norm(p_j - t_j, axis=1))
+    radial = 0.5 * (np.log1p((r_i / 0.05) ** 2) + np.log1p((r_j / 0.05) ** 2))
+    assert with_radial.item() - angle_only.item() == pytest.approx(0.7 * radial.mean(), rel=1e-9)
+
+
+def test_radial_residual_sees_a_views_depth_offset_that_the_angle_barely_sees():
+    # A forward walk: rays of matched pixels are nearly parallel, so a wrong depth offset in one view
+    # hardly turns the angle, while the distances along the rays disagree by about the offset.
+    walk = generate_scene(5, SyntheticSceneConfig(width=64, height=48, num_views=4, supersample=1, texture_size=64, trajectories=("forward",)))
+    depth, K, c2w = scene_tensors(walk)
+    matches = all_matches(walk)
+    offset = 0.1 * depth[0, 1].median()
+    shifted = depth.clone()
+    shifted[0, 1] += offset  # view 1's depth 10 % (of its median) too far
+    touching = (matches.view_i == 1) | (matches.view_j == 1)
+    assert touching.sum() > 50
+    only = Matches(*(getattr(matches, f)[touching] for f in ("batch", "view_i", "view_j", "uv_i", "uv_j", "confidence")))
+    radial_cfg = ReprojectionLossConfig(radial_weight=1.0)
+    both_loss, stats = reprojection_loss(shifted, K, c2w, only, radial_cfg)
+    angle_radians = math.radians(stats["reprojection/median_error"].item())
+    radial = stats["reprojection/median_radial_error"].item()
+    # The distances disagree by several per cent; the rays by a fraction of that in radians.
+    assert radial > 0.03
+    assert radial > 4 * angle_radians, (radial, angle_radians)
+    # Scale-free: world and depths scaled together leave it unchanged.
+    scaled_c2w = c2w.clone()
+    scaled_c2w[..., :3, 3] *= 3.0
+    rescaled, _ = reprojection_loss(shifted * 3.0, K, scaled_c2w, only, radial_cfg)
+    assert rescaled.item() == pytest.approx(both_loss.item(), rel=1e-9)
+
+
+def test_radial_residual_needs_the_angle_residual(scene):
+    depth, K, c2w = scene_tensors(scene)
+    with pytest.raises(ValueError, match="radial_weight"):
+        reprojection_loss(depth, K, c2w, all_matches(scene), ReprojectionLossConfig(residual="pixel", radial_weight=1.0))

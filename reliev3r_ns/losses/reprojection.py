@@ -11,6 +11,14 @@ points, and symmetrically at t_j::
 with c_k the match confidence and rho a robust function (Cauchy by default, with a scale in degrees;
 optionally another one for a warm-up of the first training steps, :meth:`ReprojectionLossConfig.at_step`).
 
+Optionally (``radial_weight > 0``) a radial residual joins the angle at each camera centre: the log
+ratio of the two points' distances from it, ``r_i = log|p_jk - t_i| - log|p_ik - t_i|``. The angle says
+whether p_jk lies on pixel u_ik's ray; the radial residual says whether it lies at the same distance along
+it. Near-parallel rays (short baselines, forward walks) leave the angle almost blind to a view's depth
+offset (it moves p_jk along a ray that barely turns as seen from t_i) while the radial residual sees it
+directly, so matched views must agree on their depths, not just on their rays. It is scale-free and
+defined everywhere (distances are positive, including behind a camera).
+
 Why an angle: it is bounded (0..pi) and scale-free, so a far point counts as much as a near one
 (a 3D L2 distance is dominated by far points and pulls everything towards the camera), and it is
 defined for a point behind the camera, where it is simply large (a pixel reprojection divides by a
@@ -73,6 +81,11 @@ class ReprojectionLossConfig:
     """How many training steps (from step 0) use ``warmup_robust``."""
     warmup_scale_degrees: float = 2.0
     """Robust scale of angle residuals during the warm-up (pixel residuals keep ``scale_pixels``)."""
+    radial_weight: float = 0.0
+    """Weight of the radial residual (log distance ratio at each camera centre) beside the angle, per
+    match; 0 (default, the paper's loss): angle alone. Angle residuals only."""
+    scale_radial: float = 0.05
+    """Robust scale of radial residuals (a log ratio: 0.05 is about 5 % in distance)."""
 
     def at_step(self, step: Optional[int]) -> "ReprojectionLossConfig":
         """The config in force at training step ``step`` (None: outside training, the final one)."""
@@ -124,6 +137,11 @@ def angle_between(a: Tensor, b: Tensor) -> Tensor:
     return torch.atan2(torch.sqrt(cross**2 + 1e-20), dot)
 
 
+def log_distance(v: Tensor) -> Tensor:
+    """log |v| of (..., 3) vectors; the offset keeps it finite (and its gradient) at v = 0."""
+    return 0.5 * torch.log((v * v).sum(-1) + 1e-20)
+
+
 def robust(residual: Tensor, kind: str, scale: float) -> Tensor:
     r = residual / scale
     if kind == "cauchy":
@@ -153,8 +171,10 @@ def reprojection_loss(
 
     Returns:
         (scalar loss, stats) with ``reprojection/num_matches`` and ``reprojection/median_error``
-        (degrees for the angle residual, pixels for the pixel residual).
+        (degrees for the angle residual, pixels for the pixel residual), and with a radial residual
+        ``reprojection/median_radial_error`` (|log distance ratio|, about the relative distance error).
     """
+    radial_error = None
     if len(matches) == 0:
         zero = depth.sum() * 0.0
         return zero, {"reprojection/num_matches": torch.tensor(0), "reprojection/median_error": torch.tensor(float("nan"))}
@@ -171,7 +191,16 @@ def reprojection_loss(
         scale = math.radians(config.scale_degrees)
         per_match = 0.5 * (robust(theta_i, config.robust, scale) + robust(theta_j, config.robust, scale))
         error = torch.rad2deg(0.5 * (theta_i + theta_j)).detach()
+        if config.radial_weight > 0:
+            radial_i = log_distance(p_j - t_i) - log_distance(p_i - t_i)
+            radial_j = log_distance(p_i - t_j) - log_distance(p_j - t_j)
+            per_match = per_match + config.radial_weight * 0.5 * (
+                robust(radial_i, config.robust, config.scale_radial) + robust(radial_j, config.robust, config.scale_radial)
+            )
+            radial_error = (0.5 * (radial_i.abs() + radial_j.abs())).detach()
     elif config.residual == "pixel":
+        if config.radial_weight > 0:
+            raise ValueError("reprojection radial_weight > 0 needs residual='angle' (the radial residual completes the angle)")
         uv_ji, z_ji = project_world_points(p_j, intrinsics[matches.batch, matches.view_i], invert_pose(pose_i))
         uv_ij, z_ij = project_world_points(p_i, intrinsics[matches.batch, matches.view_j], invert_pose(pose_j))
         in_front = (z_ji > 1e-6) & (z_ij > 1e-6)
@@ -188,4 +217,6 @@ def reprojection_loss(
         "reprojection/num_matches": torch.tensor(len(matches)),
         "reprojection/median_error": error.median() if error.numel() else torch.tensor(float("nan")),
     }
+    if radial_error is not None:
+        stats["reprojection/median_radial_error"] = radial_error.median()
     return loss, stats
