@@ -331,7 +331,6 @@ def test_radial_residual_against_a_reference_and_zero_for_exact_geometry(scene):
     noisy = depth * torch.from_numpy(rng.uniform(0.8, 1.25, size=depth.shape))
     angle_only, _ = reprojection_loss(noisy, K, c2w, matches, ReprojectionLossConfig())
     with_radial, _ = reprojection_loss(noisy, K, c2w, matches, config)
-    d = noisy[0].numpy()
     Kn, poses = K[0].numpy(), c2w[0].numpy()
 
     def lift(view, uv):
