@@ -378,7 +378,8 @@ def scores(after: tuple, before: tuple, fit: tuple) -> dict:
 
 
 MATCH_ERROR_KEY = "reprojection_median_error"
-CURVE_KEYS = ("loss_", MATCH_ERROR_KEY)  # the model's per-step terms (metrics_dict names)
+RADIAL_ERROR_KEY = "reprojection_median_radial_error"  # with a radial residual only (present on steps with matches)
+CURVE_KEYS = ("loss_", MATCH_ERROR_KEY, RADIAL_ERROR_KEY)  # the model's per-step terms (metrics_dict names)
 
 
 def record_loss_curve(trainer, iterations: int, points: int = 100) -> List[dict]:

@@ -104,6 +104,8 @@ def test_loss_curve_averages_windows_and_keeps_a_short_last_one():
                        "loss_reprojection": torch.tensor(float("nan") if step == 4 else 1.0),
                        "reprojection_median_error": torch.tensor(float("nan") if step == 2 else 1.0 + step % 2),
                        "depth_tau": torch.tensor(9.0)}  # not a curve key
+            if step != 2:  # the radial residual's median error is absent on a step without matches
+                metrics["reprojection_median_radial_error"] = torch.tensor(0.01 * step)
             return metrics["loss_total"], {}, metrics
 
     trainer = Trainer()
@@ -115,6 +117,7 @@ def test_loss_curve_averages_windows_and_keeps_a_short_last_one():
     assert [c["loss_total"] for c in curve] == pytest.approx([1.0, 5.0, 9.0, 12.0])
     # the window of steps 2 and 3 averages the median error of step 3 alone; steps 4 and 5 keep their NaN loss
     assert [c["reprojection_median_error"] for c in curve] == pytest.approx([1.5, 2.0, 1.5, 1.0])
+    assert [c["reprojection_median_radial_error"] for c in curve] == pytest.approx([0.005, 0.03, 0.045, 0.06])
     assert [math.isnan(c["loss_reprojection"]) for c in curve] == [False, False, True, False]
     assert all("depth_tau" not in c for c in curve)
 
