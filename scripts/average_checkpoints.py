@@ -25,7 +25,10 @@ def average(paths: List[Path]) -> FFRM:
     (integer buffers kept from the last); refuses checkpoints of different networks."""
     if len(paths) < 2:
         raise SystemExit("give two or more checkpoints to average")
-    models = [FFRM.from_checkpoint(path) for path in paths]
+    try:
+        models = [FFRM.from_checkpoint(path) for path in paths]
+    except (FileNotFoundError, ValueError) as error:  # a missing or unreadable file: its message names it
+        raise SystemExit(str(error)) from None
     last = models[-1]
     states = [model.state_dict() for model in models]
     reference = states[-1]

@@ -717,4 +717,6 @@ def test_average_checkpoints_means_each_weight_and_refuses_other_networks(tmp_pa
         script.main([str(paths[0]), str(other), "--output", str(tmp_path / "bad.pt")])
     with pytest.raises(SystemExit, match="two or more"):
         script.main([str(paths[0]), "--output", str(tmp_path / "bad.pt")])
+    with pytest.raises(SystemExit, match="missing.pt: no FFRM checkpoint there"):
+        script.main([str(paths[0]), str(tmp_path / "missing.pt"), "--output", str(tmp_path / "bad.pt")])
     assert not (tmp_path / "bad.pt").exists()
