@@ -8,7 +8,9 @@ training's own ``--output`` for its last step, this draws held-out and training-
 / baseline over the GT's (1 is right; large when the cameras bunch together) against the step,
 one colour per training, with the untrained network at step 0 where a file scored it. When the two
 depth tau's part, the depth maps keep their shape while their per-view offset, which the
-shift-invariant depth loss cannot see, goes wrong. Prints the same figures as a table.
+shift-invariant depth loss cannot see, goes wrong. Prints the same figures as a table, and with
+``--mean-last N`` each training's mean (and sd) over its last N kept steps: one checkpoint's median-scaled
+depth tau swings by 0.1-0.17 between neighbouring kept steps, so settings compare better on that mean.
 
     python scripts/plot_run_history.py docs/results/l1_history_seed4/step_*.json docs/results/cauchy_history_seed4/scores_*.json \
         docs/results/l1_warmup_cauchy_seed4/scores_*.json \
@@ -70,6 +72,27 @@ def table(history: History) -> List[dict]:
     return rows
 
 
+def mean_last(history: History, count: int) -> List[dict]:
+    """Per training, the mean and sample sd of each metric over its last ``count`` scored steps (the
+    untrained step 0 never counts); the steps used are listed. A training with fewer than ``count``
+    scored steps is refused, since its mean would read differently from the others'."""
+    rows = []
+    for label, by_step in history.items():
+        steps = [s for s in sorted(by_step) if s > 0][-count:]
+        if len(steps) < count:
+            raise SystemExit(f"{label}: {len(steps)} scored step(s), fewer than --mean-last {count}")
+        row = {"run": label, "steps": steps}
+        for split, _, _ in SPLITS:
+            for key, _ in METRICS:
+                values = [(by_step[s].get(split) or {}).get(key) for s in steps]
+                values = [math.nan if v is None else float(v) for v in values]
+                mean = sum(values) / count
+                sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (count - 1)) if count > 1 else math.nan
+                row[f"{split}.{key}"], row[f"{split}.{key}.sd"] = mean, sd
+        rows.append(row)
+    return rows
+
+
 def plot(history: History, output: Path, title: str) -> Path:
     import matplotlib
 
@@ -100,9 +123,14 @@ def plot(history: History, output: Path, title: str) -> Path:
 
 
 def main(argv=None) -> List[dict]:
-    args = _budget.results_parser(__doc__, "run_history.png",
-                                  "JSON files of one or more trainings' kept checkpoints (--evaluate ... --output) "
-                                  "and of the trainings themselves (--output)").parse_args(argv)
+    parser = _budget.results_parser(__doc__, "run_history.png",
+                                    "JSON files of one or more trainings' kept checkpoints (--evaluate ... --output) "
+                                    "and of the trainings themselves (--output)")
+    parser.add_argument("--mean-last", type=int, default=0, metavar="N",
+                        help="also print each training's mean (sd) over its last N scored steps")
+    args = parser.parse_args(argv)
+    if args.mean_last < 0 or args.mean_last == 1:
+        raise SystemExit("--mean-last takes 2 or more steps (0: none)")
     history, skipped = collect(args.results)
     for line in skipped:
         print(line, file=sys.stderr)
@@ -114,6 +142,13 @@ def main(argv=None) -> List[dict]:
     print("|---|---|" + "---|" * len(header))
     for r in rows:
         print(f"| {r['run']} | {r['step']} | " + " | ".join(f"{r[f'{split}.{key}']:.3f}" for split, _, _ in SPLITS for key, _ in METRICS) + " |")
+    if args.mean_last:
+        print(f"\nmean (sd) over each training's last {args.mean_last} scored steps")
+        print("| run | steps | " + " | ".join(header) + " |")
+        print("|---|---|" + "---|" * len(header))
+        for r in mean_last(history, args.mean_last):
+            print(f"| {r['run']} | {', '.join(map(str, r['steps']))} | "
+                  + " | ".join(f"{r[f'{split}.{key}']:.3f} ({r[f'{split}.{key}.sd']:.3f})" for split, _, _ in SPLITS for key, _ in METRICS) + " |")
     print(f"wrote {plot(history, args.output, args.title)}")
     return rows
 

@@ -183,6 +183,18 @@ def test_plot_run_history_joins_a_trainings_kept_checkpoints_by_step(tmp_path, c
     assert f"| {l1} | 4000 | 0.150 | 0.300 | 0.400 |" in captured.out and output.stat().st_size > 10_000
     with pytest.raises(SystemExit, match="at step 2000 is already in another file"):
         plot.main([str(tmp_path / "s2000.json"), str(tmp_path / "s2000.json"), "--output", str(output)])
+    # The mean over the last kept steps: 2000 / 4000 / 6000 of the l1 training (step 0 never counts)
+    history = plot.collect([tmp_path / n for n in ("s2000.json", "s4000.json", "run.json")])[0]
+    [mean] = plot.mean_last(history, 3)
+    assert mean["steps"] == [2000, 4000, 6000] and mean["metrics.depth_tau"] == pytest.approx(0.95 / 3)
+    assert mean["metrics.depth_tau.sd"] == pytest.approx(float(np.std([0.4, 0.3, 0.25], ddof=1)))
+    assert plot.mean_last(history, 2)[0]["metrics.pose_auc30"] == pytest.approx(0.1375)
+    assert math.isnan(mean["training_clips.depth_tau"])  # the training's own row scored no training clips
+    capsys.readouterr()
+    plot.main([str(tmp_path / n) for n in ("s2000.json", "s4000.json", "run.json")] + ["--mean-last", "2", "--output", str(output)])
+    assert f"| {l1} | 4000, 6000 | 0.138 (0.018) | 0.275 (0.035) |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="fewer than --mean-last 4"):
+        plot.mean_last(history, 4)
 
 
 def test_depth_to_baseline_known_answer():
