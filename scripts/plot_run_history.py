@@ -5,7 +5,8 @@
 held-out clips (and with ``--train-clips N`` on training clips). Given those JSON files, and the
 training's own ``--output`` for its last step, this draws held-out and training-clip AUC@30, depth tau
 (median-scaled, the paper's column), depth tau after a per-view scale and shift and the predicted depth
-/ baseline over the GT's (1 is right; large when the cameras bunch together) against the step,
+/ baseline over the GT's (1 is right; large when the cameras bunch together) and each view's relative
+depth spread over the GT's (1 is right; small when a large offset flattens the depth maps) against the step,
 one colour per training, with the untrained network at step 0 where a file scored it. When the two
 depth tau's part, the depth maps keep their shape while their per-view offset, which the
 shift-invariant depth loss cannot see, goes wrong. Prints the same figures as a table, and with
@@ -31,8 +32,10 @@ _budget = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_budget)
 
 METRICS = [("pose_auc30", "AUC@30"), ("depth_tau", "depth tau (median-scaled)"), ("depth_affine_tau", "depth tau (scale + shift)"),
-           ("depth_to_baseline_vs_gt", "depth / baseline vs GT")]
-LOG_SCALE = {"depth_to_baseline_vs_gt"}  # 1 is right; a collapse to one camera centre is orders of magnitude off
+           ("depth_to_baseline_vs_gt", "depth / baseline vs GT"), ("depth_spread_vs_gt", "depth spread vs GT")]
+# 1 is right for both: a collapse to one camera centre is orders of magnitude off, and so is a depth map
+# flattened by a large offset. (Rows scored before depth_spread_vs_gt existed leave its panel empty.)
+LOG_SCALE = {"depth_to_baseline_vs_gt", "depth_spread_vs_gt"}
 SPLITS = [("metrics", "held-out", "-"), ("training_clips", "training clips", "--")]
 
 History = Dict[str, Dict[int, Dict[str, Optional[dict]]]]  # label -> step -> {"metrics": .., "training_clips": ..}

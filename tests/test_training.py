@@ -90,6 +90,19 @@ def test_affine_aligned_depth_metrics_remove_each_views_shift():
     assert flat["depth_affine_abs_rel"] == pytest.approx(expected, rel=1e-9)
 
 
+def test_depth_spread_tells_a_flattened_depth_map_from_a_rescaled_one():
+    gt = 1 + torch.rand(2, 16, 16, dtype=torch.float64)
+    assert depth_metrics(3.0 * gt, gt)["depth_spread_vs_gt"] == pytest.approx(1.0)
+    # The same shape plus an offset of ten mean depths: same std, eleven times the mean.
+    offset = torch.stack([g + 10 * g.mean() for g in gt])
+    assert depth_metrics(offset, gt)["depth_spread_vs_gt"] == pytest.approx(1 / 11)
+    valid = torch.rand_like(gt) > 0.3
+    noisy = gt * (1 + 0.3 * torch.rand_like(gt))
+    expected = np.mean([(p[m].std(ddof=1) / p[m].mean()) / (g[m].std(ddof=1) / g[m].mean())
+                        for p, g, m in zip(noisy.numpy(), gt.numpy(), valid.numpy())])
+    assert depth_metrics(noisy, gt, valid)["depth_spread_vs_gt"] == pytest.approx(expected, rel=1e-9)
+
+
 def test_trainer_runs_exports_and_the_export_loads_without_nerfstudio(small_data, tmp_path):
     trainer = make_trainer(small_data, tmp_path, 4, clips_per_batch=1, max_views=3)
     losses = record_losses(trainer)

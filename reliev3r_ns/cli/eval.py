@@ -31,7 +31,7 @@ CONSOLE = Console()
 
 ORDER = ["num_matched", "posed_fraction", "pose_auc30", "rra5", "rra15", "rra30", "rta5", "rta15", "rta30",
          "rotation_error_deg", "translation_error_deg", "ate", "ate_normalised", "depth_abs_rel", "depth_delta1.25",
-         "depth_tau", "depth_affine_abs_rel", "depth_affine_tau", "pointmap_rel", "pointmap_tau", "cloud_accuracy", "cloud_completeness", "cloud_chamfer"]
+         "depth_tau", "depth_affine_abs_rel", "depth_affine_tau", "depth_spread_vs_gt", "pointmap_rel", "pointmap_tau", "cloud_accuracy", "cloud_completeness", "cloud_chamfer"]
 
 
 @dataclass

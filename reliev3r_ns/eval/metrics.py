@@ -76,10 +76,14 @@ def depth_metrics(pred_depth: Tensor, gt_depth: Tensor, valid: Optional[Tensor] 
     """(V, H, W) depths; per-view median scaling; averaged over views. Also AbsRel and tau after a
     per-view scale *and shift* (``affine_fit``, as relative-depth models are scored): the shape of each
     depth map apart from its offset. A model whose depth loss removes the shift (the weak one) can
-    have the shape right and the offset wrong; the two tau's side by side tell which."""
+    have the shape right and the offset wrong; the two tau's side by side tell which.
+
+    ``depth_spread_vs_gt``: each view's relative spread of depth (std / mean, blind to scale, not to
+    shift) over the GT's, averaged. 1 is right; far below 1 the depth maps are flattened, a large
+    offset added to every depth (points pushed far off, where many geometric residuals vanish)."""
     if valid is None:
         valid = torch.isfinite(gt_depth) & (gt_depth > 0)
-    abs_rel, delta, tau, affine_abs_rel, affine_tau = [], [], [], [], []
+    abs_rel, delta, tau, affine_abs_rel, affine_tau, spread = [], [], [], [], [], []
     for p, g, m in zip(pred_depth, gt_depth, valid):
         p, g = p[m].double(), g[m].double()
         if g.numel() == 0:
@@ -92,14 +96,18 @@ def depth_metrics(pred_depth: Tensor, gt_depth: Tensor, valid: Optional[Tensor] 
         affine_rel = (affine_fit(p, g) - g).abs() / g
         affine_abs_rel.append(affine_rel.mean())
         affine_tau.append((affine_rel < 0.10).double().mean())
+        if g.numel() > 1:
+            spread.append((p.std() / p.mean().clamp_min(1e-12)) / (g.std() / g.mean()).clamp_min(1e-12))
     if not abs_rel:
-        return {key: float("nan") for key in ("depth_abs_rel", "depth_delta1.25", "depth_tau", "depth_affine_abs_rel", "depth_affine_tau")}
+        return {key: float("nan") for key in ("depth_abs_rel", "depth_delta1.25", "depth_tau", "depth_affine_abs_rel", "depth_affine_tau",
+                                              "depth_spread_vs_gt")}
     return {
         "depth_abs_rel": torch.stack(abs_rel).mean().item(),
         "depth_delta1.25": torch.stack(delta).mean().item(),
         "depth_tau": torch.stack(tau).mean().item(),
         "depth_affine_abs_rel": torch.stack(affine_abs_rel).mean().item(),
         "depth_affine_tau": torch.stack(affine_tau).mean().item(),
+        "depth_spread_vs_gt": torch.stack(spread).mean().item() if spread else float("nan"),
     }
 
 
