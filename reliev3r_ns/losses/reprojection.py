@@ -17,7 +17,10 @@ whether p_jk lies on pixel u_ik's ray; the radial residual says whether it lies 
 it. Near-parallel rays (short baselines, forward walks) leave the angle almost blind to a view's depth
 offset (it moves p_jk along a ray that barely turns as seen from t_i) while the radial residual sees it
 directly, so matched views must agree on their depths, not just on their rays. It is scale-free and
-defined everywhere (distances are positive, including behind a camera).
+defined everywhere (distances are positive, including behind a camera). But a flat depth map (every
+point of a view at about one distance) satisfies it whatever the poses, and the relative depth loss
+cannot object (it normalises the offset away): in the one training tried (README, "A radial residual
+beside the angle") the network kept the flat depth it starts with and learnt no poses. Off by default.
 
 Why an angle: it is bounded (0..pi) and scale-free, so a far point counts as much as a near one
 (a 3D L2 distance is dominated by far points and pulls everything towards the camera), and it is
