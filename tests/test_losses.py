@@ -339,7 +339,6 @@ def test_radial_residual_against_a_reference_and_zero_for_exact_geometry(scene):
         R, t = poses[view.numpy(), :3, :3], poses[view.numpy(), :3, 3]
         return np.einsum("mij,mj->mi", R, rays * z[:, None]) + t, t
 
-
     p_i, t_i = lift(matches.view_i, matches.uv_i)
     p_j, t_j = lift(matches.view_j, matches.uv_j)
     r_i = np.log(np.linalg.norm(p_j - t_i, axis=1) / np.linalg.norm(p_i - t_i, axis=1))

@@ -101,6 +101,11 @@ def test_depth_spread_tells_a_flattened_depth_map_from_a_rescaled_one():
     expected = np.mean([(p[m].std(ddof=1) / p[m].mean()) / (g[m].std(ddof=1) / g[m].mean())
                         for p, g, m in zip(noisy.numpy(), gt.numpy(), valid.numpy())])
     assert depth_metrics(noisy, gt, valid)["depth_spread_vs_gt"] == pytest.approx(expected, rel=1e-9)
+    # A GT view of one depth has no spread: left out, not divided by zero (NaN when no view is left).
+    wall = torch.stack([gt[0], torch.full_like(gt[1], 2.0)])
+    assert depth_metrics(noisy, wall)["depth_spread_vs_gt"] == pytest.approx(
+        float((noisy[0].std() / noisy[0].mean()) / (gt[0].std() / gt[0].mean())), rel=1e-9)
+    assert math.isnan(depth_metrics(noisy, torch.full_like(gt, 2.0))["depth_spread_vs_gt"])
 
 
 def test_trainer_runs_exports_and_the_export_loads_without_nerfstudio(small_data, tmp_path):

@@ -96,8 +96,9 @@ def depth_metrics(pred_depth: Tensor, gt_depth: Tensor, valid: Optional[Tensor] 
         affine_rel = (affine_fit(p, g) - g).abs() / g
         affine_abs_rel.append(affine_rel.mean())
         affine_tau.append((affine_rel < 0.10).double().mean())
-        if g.numel() > 1:
-            spread.append((p.std() / p.mean().clamp_min(1e-12)) / (g.std() / g.mean()).clamp_min(1e-12))
+        gt_spread = g.std() / g.mean() if g.numel() > 1 else g.new_zeros(())
+        if gt_spread > 1e-6:  # a view of one depth (a wall seen head-on) has no spread to compare with
+            spread.append((p.std() / p.mean().clamp_min(1e-12)) / gt_spread)
     if not abs_rel:
         return {key: float("nan") for key in ("depth_abs_rel", "depth_delta1.25", "depth_tau", "depth_affine_abs_rel", "depth_affine_tau",
                                               "depth_spread_vs_gt")}
