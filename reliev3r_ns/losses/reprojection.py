@@ -177,6 +177,8 @@ def reprojection_loss(
         (degrees for the angle residual, pixels for the pixel residual), and with a radial residual
         ``reprojection/median_radial_error`` (|log distance ratio|, about the relative distance error).
     """
+    if config.radial_weight > 0 and config.residual != "angle":
+        raise ValueError("reprojection radial_weight > 0 needs residual='angle' (the radial residual completes the angle)")
     radial_error = None
     if len(matches) == 0:
         zero = depth.sum() * 0.0
@@ -202,8 +204,6 @@ def reprojection_loss(
             )
             radial_error = (0.5 * (radial_i.abs() + radial_j.abs())).detach()
     elif config.residual == "pixel":
-        if config.radial_weight > 0:
-            raise ValueError("reprojection radial_weight > 0 needs residual='angle' (the radial residual completes the angle)")
         uv_ji, z_ji = project_world_points(p_j, intrinsics[matches.batch, matches.view_i], invert_pose(pose_i))
         uv_ij, z_ij = project_world_points(p_i, intrinsics[matches.batch, matches.view_j], invert_pose(pose_j))
         in_front = (z_ji > 1e-6) & (z_ij > 1e-6)
