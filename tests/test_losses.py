@@ -377,3 +377,23 @@ def test_radial_residual_needs_the_angle_residual(scene):
     depth, K, c2w = scene_tensors(scene)
     with pytest.raises(ValueError, match="radial_weight"):
         reprojection_loss(depth, K, c2w, all_matches(scene), ReprojectionLossConfig(residual="pixel", radial_weight=1.0))
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(residual="pixel", radial_weight=1.0), "needs residual='angle'"),
+    (dict(radial_weight=-0.5), "radial_weight=-0.5"),
+    (dict(scale_degrees=0.0), "scale_degrees=0.0"),
+    (dict(scale_radial=-1.0), "scale_radial=-1.0"),
+    (dict(warmup_robust="l1"), "set together"),
+])
+def test_loss_configs_that_cannot_train_are_refused_with_the_setting_named(settings, message):
+    from reliev3r_ns.losses import Reliev3rLossConfig
+
+    ReprojectionLossConfig().validate()
+    Reliev3rLossConfig().validate()
+    with pytest.raises(ValueError, match=message):
+        ReprojectionLossConfig(**settings).validate()
+    with pytest.raises(ValueError, match=message):  # through the objective's config too
+        Reliev3rLossConfig(reprojection=ReprojectionLossConfig(**settings)).validate()
+    with pytest.raises(ValueError, match="reprojection_weight=-1"):
+        Reliev3rLossConfig(reprojection_weight=-1).validate()

@@ -1,5 +1,6 @@
 """ns-train reliev3r: metrics with known answers, the Trainer end to end on CPU, export."""
 
+import copy
 import math
 
 import numpy as np
@@ -243,6 +244,21 @@ def test_bad_data_folders_get_clear_messages(tmp_path):
     # The simulated teacher on plain images says it needs GT.
     with pytest.raises(Exception, match="GT depth"):
         setup(tmp_path / "noise")
+
+
+def test_a_loss_setting_that_cannot_train_fails_before_any_scene_is_loaded(tmp_path, monkeypatch):
+    from reliev3r_ns.losses import ReprojectionLossConfig
+    from reliev3r_ns.method_configs.reliev3r import reliev3r_method
+    from reliev3r_ns.training.datamanager import Reliev3rDataManagerConfig
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("scenes were loaded before the loss config was checked")
+
+    monkeypatch.setattr(Reliev3rDataManagerConfig, "setup", no_loading)
+    config = copy.deepcopy(reliev3r_method.config.pipeline)
+    config.model.loss.reprojection = ReprojectionLossConfig(residual="pixel", radial_weight=1.0)
+    with pytest.raises(ValueError, match="radial_weight > 0 needs residual='angle'"):
+        config.setup(device="cpu")
 
 
 @pytest.mark.slow

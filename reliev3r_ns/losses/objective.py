@@ -56,6 +56,15 @@ class Reliev3rLossConfig:
     reprojection: ReprojectionLossConfig = field(default_factory=ReprojectionLossConfig)
     supervised: SupervisedLossConfig = field(default_factory=SupervisedLossConfig)
 
+    def validate(self) -> None:
+        """Raise ValueError for settings that cannot train (called by the pipeline before loading scenes)."""
+        if self.supervision not in ("weak", "full"):
+            raise ValueError(f"loss supervision={self.supervision!r}: choose 'weak' or 'full'")
+        for name in ("depth_weight", "reprojection_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loss {name}={getattr(self, name)} must be >= 0")
+        self.reprojection.validate()
+
 
 def compute_loss(
     config: Reliev3rLossConfig,

@@ -90,11 +90,23 @@ class ReprojectionLossConfig:
     scale_radial: float = 0.05
     """Robust scale of radial residuals (a log ratio: 0.05 is about 5 % in distance)."""
 
-    def at_step(self, step: Optional[int]) -> "ReprojectionLossConfig":
-        """The config in force at training step ``step`` (None: outside training, the final one)."""
+    def validate(self) -> None:
+        """Raise ValueError for settings that cannot train. The pipeline calls this before any scene is
+        loaded, so a bad flag fails in seconds, not after labelling and loading hundreds of scenes."""
         if (self.warmup_robust is None) != (self.warmup_steps <= 0):
             raise ValueError(f"reprojection warm-up: warmup_robust={self.warmup_robust!r} and warmup_steps={self.warmup_steps} "
                              "must be set together (a robust function and a positive step count), or neither")
+        if self.radial_weight > 0 and self.residual != "angle":
+            raise ValueError("reprojection radial_weight > 0 needs residual='angle' (the radial residual completes the angle)")
+        if self.radial_weight < 0:
+            raise ValueError(f"reprojection radial_weight={self.radial_weight} must be >= 0")
+        for name in ("scale_degrees", "scale_pixels", "warmup_scale_degrees", "scale_radial"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"reprojection {name}={getattr(self, name)} must be > 0 (a robust function's scale)")
+
+    def at_step(self, step: Optional[int]) -> "ReprojectionLossConfig":
+        """The config in force at training step ``step`` (None: outside training, the final one)."""
+        self.validate()
         if step is None or self.warmup_robust is None or step >= self.warmup_steps:
             return self
         return replace(self, robust=self.warmup_robust, scale_degrees=self.warmup_scale_degrees)
@@ -177,8 +189,7 @@ def reprojection_loss(
         (degrees for the angle residual, pixels for the pixel residual), and with a radial residual
         ``reprojection/median_radial_error`` (|log distance ratio|, about the relative distance error).
     """
-    if config.radial_weight > 0 and config.residual != "angle":
-        raise ValueError("reprojection radial_weight > 0 needs residual='angle' (the radial residual completes the angle)")
+    config.validate()
     radial_error = None
     if len(matches) == 0:
         zero = depth.sum() * 0.0

@@ -91,7 +91,9 @@ class Reliev3rModel(Model):
     def get_loss_dict(self, outputs: Dict, batch: Dict, metrics_dict=None) -> Dict[str, torch.Tensor]:
         config = self.config.loss
         if self.training and self._train_step is not None:
-            config = replace(config, reprojection=config.reprojection.at_step(self._train_step))
+            in_force = config.reprojection.at_step(self._train_step)
+            if in_force is not config.reprojection:  # only during a warm-up: no copy per step otherwise
+                config = replace(config, reprojection=in_force)
         weak = gt = None
         if config.supervision == "weak":
             weak = WeakLabels(teacher=batch["teacher"], teacher_space=batch["teacher_space"], matches=batch["matches"])

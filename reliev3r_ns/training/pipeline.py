@@ -44,6 +44,7 @@ class Reliev3rPipeline(VanillaPipeline):
         Pipeline.__init__(self)
         self.config = config
         self.test_mode = test_mode
+        config.model.loss.validate()
         self.datamanager = config.datamanager.setup(device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank)
         self.datamanager.to(device)
         self._model = config.model.setup(
