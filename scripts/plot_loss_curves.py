@@ -24,6 +24,8 @@ _budget = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_budget)
 
 MATCH_ERROR = "reprojection_median_error"  # reproduce_weak_vs_full.MATCH_ERROR_KEY (degrees, or pixels for the pixel residual)
+RADIAL_ERROR = "reprojection_median_radial_error"  # reproduce_weak_vs_full.RADIAL_ERROR_KEY (with a radial residual only)
+UNITS = {MATCH_ERROR: "degrees; pixels for the pixel residual", RADIAL_ERROR: "|log distance ratio|, ~ relative distance error"}
 
 
 def collect(paths: List[Path]) -> Tuple[List[Tuple[str, List[dict]]], List[str]]:
@@ -40,9 +42,9 @@ def collect(paths: List[Path]) -> Tuple[List[Tuple[str, List[dict]]], List[str]]
 
 
 def terms_of(curves: List[Tuple[str, List[dict]]]) -> List[str]:
-    """The terms any curve has, total first, median match error last."""
+    """The terms any curve has, total first, the median match errors (angle, then radial) last."""
     keys = {key for _, curve in curves for point in curve for key in point if key != "step"}
-    order = lambda key: (key != "loss_total", key == MATCH_ERROR, key)
+    order = lambda key: (key != "loss_total", key in UNITS, key == RADIAL_ERROR, key)
     return sorted(keys, key=order)
 
 
@@ -66,7 +68,7 @@ def plot(curves: List[Tuple[str, List[dict]]], output: Path, title: str) -> Path
         values = [p[term] for _, curve in curves for p in curve if term in p and math.isfinite(p[term])]
         if values and min(values) > 0 and max(values) >= 10 * min(values):
             ax.set_yscale("log")
-        ax.set_title(term + ("\n(degrees; pixels for the pixel residual)" if term == MATCH_ERROR else ""))
+        ax.set_title(term + (f"\n({UNITS[term]})" if term in UNITS else ""))
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
     for ax in list(axs.flat)[len(terms):]:

@@ -133,14 +133,15 @@ def test_plot_loss_curves_draws_each_term_of_each_training(tmp_path, capsys):
 
     runs = tmp_path / "runs.json"
     runs.write_text(json.dumps([row("weak", ["loss_depth", "loss_reprojection", "reprojection_median_error"]),
-                                row("weak", ["loss_depth", "loss_reprojection"], overrides=["pipeline.model.loss.reprojection_weight=1.0"]),
+                                row("weak", ["loss_depth", "loss_reprojection", "reprojection_median_radial_error"],
+                                    overrides=["pipeline.model.loss.reprojection_weight=1.0"]),
                                 row("full", ["loss_points", "loss_camera"]), row("weak", [], seed=3, curve=False)]))
     output = tmp_path / "curves.png"
     curves = plot.main([str(runs), "--output", str(output)])
     assert [name for name, _ in curves] == ["weak, seed 4, space=depth", "weak, seed 4, space=depth, reprojection_weight=1.0",
                                             "full, seed 4, space=depth"]
     assert plot.terms_of(curves) == ["loss_total", "loss_camera", "loss_depth", "loss_points", "loss_reprojection",
-                                     "reprojection_median_error"]
+                                     "reprojection_median_error", "reprojection_median_radial_error"]
     captured = capsys.readouterr()
     assert "weak, seed 3" in captured.err and "no loss_curve" in captured.err
     assert "3 windows to step 30" in captured.out and output.stat().st_size > 10_000
