@@ -246,7 +246,7 @@ def test_bad_data_folders_get_clear_messages(tmp_path):
         setup(tmp_path / "noise")
 
 
-def test_a_loss_setting_that_cannot_train_fails_before_any_scene_is_loaded(tmp_path, monkeypatch):
+def test_a_loss_setting_that_cannot_train_fails_before_any_scene_is_loaded(monkeypatch):
     from reliev3r_ns.losses import ReprojectionLossConfig
     from reliev3r_ns.method_configs.reliev3r import reliev3r_method
     from reliev3r_ns.training.datamanager import Reliev3rDataManagerConfig
