@@ -263,7 +263,7 @@ def test_a_loss_setting_that_cannot_train_fails_before_any_scene_is_loaded(monke
 
 @pytest.mark.slow
 def test_weak_training_improves_poses_on_held_out_scenes(tmp_path):
-    """A few hundred weak-label steps on 16 synthetic scenes lift pose AUC@30 on 6 scenes never trained
+    """A few hundred weak-label steps on 16 synthetic scenes lift pose AUC@30 on 12 scenes never trained
     on. The scenes are all forward walks (one trajectory family), so the model can pick up their
     motion without a long run; the paper's claim on varied data needs the full reproduction (README)."""
     from reliev3r_ns.data.synthetic import SyntheticSceneConfig
@@ -271,7 +271,7 @@ def test_weak_training_improves_poses_on_held_out_scenes(tmp_path):
 
     config = SyntheticSceneConfig(width=128, height=96, num_views=8, supersample=1, texture_size=256, trajectories=("forward",))
     generate_dataset(tmp_path / "data" / "train", 16, seed=1, config=config, show_progress=False)
-    generate_dataset(tmp_path / "data" / "eval", 6, seed=2, config=config, show_progress=False)
+    generate_dataset(tmp_path / "data" / "eval", 12, seed=2, config=config, show_progress=False)
     trainer = make_trainer(tmp_path / "data", tmp_path, 300, lr=1e-3, clips_per_batch=1, min_views=4, max_views=4, eval_views=4)
     before = trainer.pipeline.get_average_eval_image_metrics()
     losses = record_losses(trainer)
@@ -280,8 +280,10 @@ def test_weak_training_improves_poses_on_held_out_scenes(tmp_path):
     figures = f"loss {np.mean(losses[:30]):.3f} -> {np.mean(losses[-30:]):.3f}; held-out AUC@30 {before['pose_auc30']:.3f} -> {after['pose_auc30']:.3f}"
     print(figures)
     assert np.mean(losses[-30:]) < 0.8 * np.mean(losses[:30]), figures
-    # Seen: loss 3.49 -> 2.14, held-out AUC@30 0.02 -> 0.45.
-    assert after["pose_auc30"] > before["pose_auc30"] + 0.2, figures
+    # Seen here (Intel Xeon, init seeds 1-4 and 42): AUC@30 gains 0.32-0.52; without the reprojection
+    # loss (the pose head's only teacher) -0.03. The same seed trains differently on other CPUs (CI once
+    # gained only 0.195 when scored on 6 scenes), so the bar sits well between the two.
+    assert after["pose_auc30"] > before["pose_auc30"] + 0.15, figures
 
 
 @pytest.mark.slow
