@@ -12,6 +12,9 @@ depth tau's part, the depth maps keep their shape while their per-view offset, w
 shift-invariant depth loss cannot see, goes wrong. Prints the same figures as a table, and with
 ``--mean-last N`` each training's mean (and sd) over its last N kept steps: one checkpoint's median-scaled
 depth tau swings by 0.1-0.17 between neighbouring kept steps, so settings compare better on that mean.
+Where the files hold a weak training and the full one of the same seed, it also prints weak / full on
+held-out AUC@30 and depth tau from those means, per seed and averaged over the seeds of each weak setting
+(the claim's reading).
 
     python scripts/plot_run_history.py docs/results/l1_history_seed4/step_*.json docs/results/cauchy_history_seed4/scores_*.json \
         docs/results/l1_warmup_cauchy_seed4/scores_*.json \
@@ -39,13 +42,16 @@ LOG_SCALE = {"depth_to_baseline_vs_gt", "depth_spread_vs_gt"}
 SPLITS = [("metrics", "held-out", "-"), ("training_clips", "training clips", "--")]
 
 History = Dict[str, Dict[int, Dict[str, Optional[dict]]]]  # label -> step -> {"metrics": .., "training_clips": ..}
+RATIO_METRICS = [("pose_auc30", "AUC@30"), ("depth_tau", "depth tau")]  # the claim's two columns
 
 
 def collect(paths: List[Path]) -> tuple:
-    """({label: {step: {split: metrics or None}}}, what was left out, with why). A row's step is the
-    steps its checkpoint (or training) had; a row that scored the untrained network adds step 0."""
+    """({label: {step: {split: metrics or None}}}, what was left out, with why, {label: (variant, seed,
+    the label without its seed)}). A row's step is the steps its checkpoint (or training) had; a row that
+    scored the untrained network adds step 0."""
     history: History = defaultdict(dict)
     skipped: List[str] = []
+    identities: Dict[str, tuple] = {}
     for path in paths:
         for row in _budget.read_runs(path, skipped):
             settings = row.get("settings") or {}
@@ -59,7 +65,9 @@ def collect(paths: List[Path]) -> tuple:
             history[label][steps] = {split: row.get(split) for split, _, _ in SPLITS}
             if row.get("initial") is not None:
                 history[label].setdefault(0, {"metrics": row["initial"], "training_clips": None})
-    return dict(history), skipped
+            unseeded = {**row, "settings": {**settings, "seed": None}}
+            identities[label] = (row.get("variant"), _budget.run_seed(row), _budget.run_label(unseeded, path, False))
+    return dict(history), skipped, identities
 
 
 def table(history: History) -> List[dict]:
@@ -94,6 +102,42 @@ def mean_last(history: History, count: int) -> List[dict]:
                 row[f"{split}.{key}"], row[f"{split}.{key}.sd"] = mean, sd
         rows.append(row)
     return rows
+
+
+def sibling_ratios(means: List[dict], identities: Dict[str, tuple]) -> tuple:
+    """Weak / full of the held-out means, each weak training against the full training of its seed
+    (rows: weak, full, seed, ratio_<metric>), and per weak setting the mean of those ratios over its
+    seeds (rows: setting, seeds, ratio_<metric>, sd_ratio_<metric>). A weak training with no sibling
+    is left out; two full trainings of one seed are refused, since the pairing would be a guess."""
+    by_label = {m["run"]: m for m in means}
+    fulls: Dict[object, str] = {}
+    for label in by_label:
+        variant, seed, _ = identities[label]
+        if variant == "full" and seed is not None:
+            if seed in fulls:
+                raise SystemExit(f"two full trainings of seed {seed} ({fulls[seed]}; {label}): pass one sibling per seed")
+            fulls[seed] = label
+    pairs, by_setting = [], defaultdict(list)
+    for label, mean in by_label.items():
+        variant, seed, setting = identities[label]
+        if variant != "weak" or seed not in fulls:
+            continue
+        full = by_label[fulls[seed]]
+        pair = {"weak": label, "full": fulls[seed], "seed": seed}
+        for key, _ in RATIO_METRICS:
+            pair[f"ratio_{key}"] = mean[f"metrics.{key}"] / full[f"metrics.{key}"]
+        pairs.append(pair)
+        by_setting[setting].append(pair)
+    summary = []
+    for setting, rows in by_setting.items():
+        row = {"setting": setting, "seeds": [r["seed"] for r in rows]}
+        for key, _ in RATIO_METRICS:
+            values = [r[f"ratio_{key}"] for r in rows]
+            row[f"ratio_{key}"] = sum(values) / len(values)
+            row[f"sd_ratio_{key}"] = (math.sqrt(sum((v - row[f"ratio_{key}"]) ** 2 for v in values) / (len(values) - 1))
+                                      if len(values) > 1 else math.nan)
+        summary.append(row)
+    return pairs, summary
 
 
 def plot(history: History, output: Path, title: str) -> Path:
@@ -134,7 +178,7 @@ def main(argv=None) -> List[dict]:
     args = parser.parse_args(argv)
     if args.mean_last < 0 or args.mean_last == 1:
         raise SystemExit("--mean-last takes 2 or more steps (0: none)")
-    history, skipped = collect(args.results)
+    history, skipped, identities = collect(args.results)
     for line in skipped:
         print(line, file=sys.stderr)
     if not history:
@@ -149,9 +193,22 @@ def main(argv=None) -> List[dict]:
         print(f"\nmean (sd) over each training's last {args.mean_last} scored steps")
         print("| run | steps | " + " | ".join(header) + " |")
         print("|---|---|" + "---|" * len(header))
-        for r in mean_last(history, args.mean_last):
+        means = mean_last(history, args.mean_last)
+        for r in means:
             print(f"| {r['run']} | {', '.join(map(str, r['steps']))} | "
                   + " | ".join(f"{r[f'{split}.{key}']:.3f} ({r[f'{split}.{key}.sd']:.3f})" for split, _, _ in SPLITS for key, _ in METRICS) + " |")
+        pairs, summary = sibling_ratios(means, identities)
+        if pairs:
+            names = [name for _, name in RATIO_METRICS]
+            print(f"\nweak / full on held-out clips, from those means (the full training of the same seed)")
+            print("| weak | full | " + " | ".join(names) + " |\n|---|---|" + "---|" * len(names))
+            for r in pairs:
+                print(f"| {r['weak']} | {r['full']} | " + " | ".join(f"{r[f'ratio_{key}']:.2f}" for key, _ in RATIO_METRICS) + " |")
+            print("\nmean (sd) over seeds")
+            print("| weak setting | seeds | " + " | ".join(names) + " |\n|---|---|" + "---|" * len(names))
+            for r in summary:
+                print(f"| {r['setting']} | {', '.join(map(str, r['seeds']))} | "
+                      + " | ".join(f"{r[f'ratio_{key}']:.2f} ({r[f'sd_ratio_{key}']:.2f})" for key, _ in RATIO_METRICS) + " |")
     print(f"wrote {plot(history, args.output, args.title)}")
     return rows
 

@@ -198,6 +198,46 @@ def test_plot_run_history_joins_a_trainings_kept_checkpoints_by_step(tmp_path, c
         plot.mean_last(history, 4)
 
 
+def test_plot_run_history_reads_weak_over_full_per_seed_and_over_seeds(tmp_path, capsys):
+    plot = load("plot_run_history")
+    space = "pipeline.datamanager.labels.simulated.space=depth"
+
+    def kept(variant, seed, auc, tau, extra=()):
+        # two kept checkpoints' scores of one training, as --evaluate writes them
+        return [{"variant": variant, "metrics": {"pose_auc30": a, "depth_tau": t}, "training_clips": None,
+                 "settings": {"checkpoint": f"c/step_{step:06d}/{variant}.pt", "iterations": step, "trained_from_seed": seed,
+                              "trained_set": [space, f"machine.seed={seed}", *extra]}}
+                for step, a, t in ((9000, auc[0], tau[0]), (10000, auc[1], tau[1]))]
+
+    weight = ["pipeline.model.loss.reprojection_weight=1.0"]
+    files = {"full3.json": kept("full", 3, (0.2, 0.3), (0.5, 0.7)), "weak3.json": kept("weak", 3, (0.25, 0.25), (0.6, 0.6), weight),
+             "full4.json": kept("full", 4, (0.4, 0.4), (0.8, 0.8)), "weak4.json": kept("weak", 4, (0.1, 0.3), (0.4, 0.4), weight),
+             "base4.json": kept("weak", 4, (0.1, 0.1), (0.2, 0.2)),  # another weak setting at seed 4: its own mean
+             "weak5.json": kept("weak", 5, (0.1, 0.1), (0.2, 0.2), weight)}  # no sibling: left out of the ratios
+    for name, rows in files.items():
+        (tmp_path / name).write_text(json.dumps(rows))
+    history, _, identities = plot.collect([tmp_path / name for name in files])
+    pairs, summary = plot.sibling_ratios(plot.mean_last(history, 2), identities)
+    by_weak = {(p["seed"], p["weak"]): p for p in pairs}
+    weighted, base = "weak, seed {}, space=depth, reprojection_weight=1.0", "weak, seed 4, space=depth"
+    assert set(by_weak) == {(3, weighted.format(3)), (4, weighted.format(4)), (4, base)}
+    assert by_weak[3, weighted.format(3)]["ratio_pose_auc30"] == pytest.approx(0.25 / 0.25)
+    assert by_weak[3, weighted.format(3)]["ratio_depth_tau"] == pytest.approx(0.6 / 0.6)
+    assert by_weak[4, weighted.format(4)]["ratio_pose_auc30"] == pytest.approx(0.2 / 0.4)
+    assert by_weak[4, base]["full"] == "full, seed 4, space=depth" and by_weak[4, base]["ratio_depth_tau"] == pytest.approx(0.25)
+    means = {r["setting"]: r for r in summary}
+    assert means["weak, space=depth, reprojection_weight=1.0"]["seeds"] == [3, 4]
+    assert means["weak, space=depth, reprojection_weight=1.0"]["ratio_pose_auc30"] == pytest.approx(0.75)
+    assert means["weak, space=depth, reprojection_weight=1.0"]["sd_ratio_depth_tau"] == pytest.approx(float(np.std([1.0, 0.5], ddof=1)))
+    assert means["weak, space=depth"]["seeds"] == [4] and math.isnan(means["weak, space=depth"]["sd_ratio_pose_auc30"])
+    plot.main([str(tmp_path / name) for name in files] + ["--mean-last", "2", "--output", str(tmp_path / "h.png")])
+    assert "| weak, space=depth, reprojection_weight=1.0 | 3, 4 | 0.75 (0.35) | 0.75 (0.35) |" in capsys.readouterr().out
+    (tmp_path / "full3b.json").write_text(json.dumps(kept("full", 3, (0.2, 0.2), (0.5, 0.5), ["pipeline.model.loss.depth_weight=2.0"])))
+    history, _, identities = plot.collect([tmp_path / n for n in ("full3.json", "full3b.json", "weak3.json")])
+    with pytest.raises(SystemExit, match="two full trainings of seed 3"):
+        plot.sibling_ratios(plot.mean_last(history, 2), identities)
+
+
 def test_depth_to_baseline_known_answer():
     # Two cameras 2 m apart (each 1 m from their centroid) looking at a wall 3 m away: 3 / 1.
     script = load("reproduce_weak_vs_full")
