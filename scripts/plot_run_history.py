@@ -200,7 +200,7 @@ def main(argv=None) -> List[dict]:
         pairs, summary = sibling_ratios(means, identities)
         if pairs:
             names = [name for _, name in RATIO_METRICS]
-            print(f"\nweak / full on held-out clips, from those means (the full training of the same seed)")
+            print("\nweak / full on held-out clips, from those means (the full training of the same seed)")
             print("| weak | full | " + " | ".join(names) + " |\n|---|---|" + "---|" * len(names))
             for r in pairs:
                 print(f"| {r['weak']} | {r['full']} | " + " | ".join(f"{r[f'ratio_{key}']:.2f}" for key, _ in RATIO_METRICS) + " |")
