@@ -83,6 +83,13 @@ def table(history: History) -> List[dict]:
     return rows
 
 
+def _mean_sd(values: List[float]) -> tuple:
+    """Mean and sample sd (nan for a single value)."""
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
+    return mean, sd
+
+
 def mean_last(history: History, count: int) -> List[dict]:
     """Per training, the mean and sample sd of each metric over its last ``count`` scored steps (the
     untrained step 0 never counts); the steps used are listed. A training with fewer than ``count``
@@ -96,10 +103,7 @@ def mean_last(history: History, count: int) -> List[dict]:
         for split, _, _ in SPLITS:
             for key, _ in METRICS:
                 values = [(by_step[s].get(split) or {}).get(key) for s in steps]
-                values = [math.nan if v is None else float(v) for v in values]
-                mean = sum(values) / count
-                sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (count - 1)) if count > 1 else math.nan
-                row[f"{split}.{key}"], row[f"{split}.{key}.sd"] = mean, sd
+                row[f"{split}.{key}"], row[f"{split}.{key}.sd"] = _mean_sd([math.nan if v is None else float(v) for v in values])
         rows.append(row)
     return rows
 
@@ -132,10 +136,7 @@ def sibling_ratios(means: List[dict], identities: Dict[str, tuple]) -> tuple:
     for setting, rows in by_setting.items():
         row = {"setting": setting, "seeds": [r["seed"] for r in rows]}
         for key, _ in RATIO_METRICS:
-            values = [r[f"ratio_{key}"] for r in rows]
-            row[f"ratio_{key}"] = sum(values) / len(values)
-            row[f"sd_ratio_{key}"] = (math.sqrt(sum((v - row[f"ratio_{key}"]) ** 2 for v in values) / (len(values) - 1))
-                                      if len(values) > 1 else math.nan)
+            row[f"ratio_{key}"], row[f"sd_ratio_{key}"] = _mean_sd([r[f"ratio_{key}"] for r in rows])
         summary.append(row)
     return pairs, summary
 
