@@ -209,7 +209,8 @@ def main(argv=None) -> List[dict]:
             print("| weak setting | seeds | " + " | ".join(names) + " |\n|---|---|" + "---|" * len(names))
             for r in summary:
                 print(f"| {r['setting']} | {', '.join(map(str, r['seeds']))} | "
-                      + " | ".join(f"{r[f'ratio_{key}']:.2f} ({r[f'sd_ratio_{key}']:.2f})" for key, _ in RATIO_METRICS) + " |")
+                      + " | ".join(f"{r[f'ratio_{key}']:.2f}" + ("" if math.isnan(r[f'sd_ratio_{key}']) else f" ({r[f'sd_ratio_{key}']:.2f})")
+                                   for key, _ in RATIO_METRICS) + " |")
     print(f"wrote {plot(history, args.output, args.title)}")
     return rows
 
