@@ -129,7 +129,7 @@ def sibling_ratios(means: List[dict], identities: Dict[str, tuple]) -> tuple:
         full = by_label[fulls[seed]]
         pair = {"weak": label, "full": fulls[seed], "seed": seed}
         for key, _ in RATIO_METRICS:
-            pair[f"ratio_{key}"] = mean[f"metrics.{key}"] / full[f"metrics.{key}"]
+            pair[f"ratio_{key}"] = _budget.ratio(mean[f"metrics.{key}"], full[f"metrics.{key}"])
         pairs.append(pair)
         by_setting[setting].append(pair)
     summary = []
