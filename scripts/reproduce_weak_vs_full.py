@@ -225,7 +225,13 @@ def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args
         if args.evaluate is not None:
             return evaluate_checkpoints(variant, trainer, args)
         if resumed is not None:
+            from nerfstudio.utils import writer
+
             restore_sampling(trainer, resumed)
+            # nerfstudio's progress line and ETA read the step against max_num_iterations, the steps left
+            # (above), while the step counts on from the resumed one ("9450 (945.00%)", ETA 23 h): give
+            # them the whole schedule's length.
+            writer.GLOBAL_BUFFER["max_iter"] = args.iterations
         return [train_variant(variant, trainer, args, settings, resumed)]
     finally:
         # Setting the Trainer up registered nerfstudio's event writers; drop them however the run ends,

@@ -4,6 +4,7 @@ beyond being well-formed: the claim itself needs the full runs recorded in the R
 import importlib.util
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -440,6 +441,9 @@ def test_reproduce_resume_continues_a_stopped_training_where_it_stopped(tmp_path
     assert [p["step"] for p in resumed["loss_curve"]] == [p["step"] for p in whole["loss_curve"]]
     assert [p["loss_depth"] for p in resumed["loss_curve"]] == pytest.approx([p["loss_depth"] for p in whole["loss_curve"]], rel=1e-4)
     assert 0 < resumed["settings"]["seconds_before_resume"] < resumed["seconds"]
+    # nerfstudio's progress line counts the resumed run's steps against the whole schedule, not past 100 %.
+    done = [float(p) for p in re.findall(r"\((\d+\.\d+)%\)", capsys.readouterr().out)]
+    assert done and max(done) <= 100, done
     # ... and so does a state the resumed run kept in turn; a state from before these were kept has neither.
     settings = resumed["settings"]
     again = script.read_training_state(tmp_path / "resumed" / "step_000020" / "weak.ckpt", settings)
