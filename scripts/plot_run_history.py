@@ -14,7 +14,8 @@ shift-invariant depth loss cannot see, goes wrong. Prints the same figures as a 
 depth tau swings by 0.1-0.17 between neighbouring kept steps, so settings compare better on that mean.
 Where the files hold a weak training and the full one of the same seed, it also prints weak / full on
 held-out AUC@30 and depth tau from those means, per seed and averaged over the seeds of each weak setting
-(the claim's reading).
+(the claim's reading). Trainings of different schedule lengths (a 10000- and a 20000-step run) are
+told apart by their labels and each is paired with the sibling of its own length.
 
     python scripts/plot_run_history.py docs/results/l1_history_seed4/step_*.json docs/results/cauchy_history_seed4/scores_*.json \
         docs/results/l1_warmup_cauchy_seed4/scores_*.json \
@@ -45,28 +46,49 @@ History = Dict[str, Dict[int, Dict[str, Optional[dict]]]]  # label -> step -> {"
 RATIO_METRICS = [("pose_auc30", "AUC@30"), ("depth_tau", "depth tau")]  # the claim's two columns
 
 
+def schedule_steps(row: dict) -> Optional[int]:
+    """The length of the schedule a row's training ran or was part of: a training's own row trained to it,
+    a kept checkpoint records it (``schedule_steps``; None in checkpoints kept before it was recorded)."""
+    settings = row.get("settings") or {}
+    steps = settings.get("schedule_steps") if settings.get("checkpoint") else settings.get("iterations")
+    return None if steps is None else int(steps)
+
+
 def collect(paths: List[Path]) -> tuple:
     """({label: {step: {split: metrics or None}}}, what was left out, with why, {label: (variant, seed,
-    the label without its seed)}). A row's step is the steps its checkpoint (or training) had; a row that
-    scored the untrained network adds step 0."""
+    the label without its seed, schedule length where the files hold several, else None)}). A row's step
+    is the steps its checkpoint (or training) had; a row that scored the untrained network adds step 0.
+    Where the files hold trainings
+    of more than one schedule length (a 10000- and a 20000-step run of one seed), each label names its
+    schedule, so their checkpoints at one step are two trainings', not one scored twice."""
     history: History = defaultdict(dict)
     skipped: List[str] = []
     identities: Dict[str, tuple] = {}
+    rows = []
     for path in paths:
         for row in _budget.read_runs(path, skipped):
-            settings = row.get("settings") or {}
-            label = _budget.run_label(row, path, False)  # a training's own row and its checkpoints' rows share it
-            if settings.get("iterations") is None:
+            if (row.get("settings") or {}).get("iterations") is None:
+                label = _budget.run_label(row, path, False)
                 skipped.append(f"{path}: {label} records no step count (a checkpoint older than the settings it keeps); left out")
                 continue
-            steps = int(settings["iterations"])
-            if steps in history[label]:
-                raise SystemExit(f"{path}: {label} at step {steps} is already in another file; pass each kept checkpoint's scores once")
-            history[label][steps] = {split: row.get(split) for split, _, _ in SPLITS}
-            if row.get("initial") is not None:
-                history[label].setdefault(0, {"metrics": row["initial"], "training_clips": None})
-            unseeded = {**row, "settings": {**settings, "seed": None}}
-            identities[label] = (row.get("variant"), _budget.run_seed(row), _budget.run_label(unseeded, path, False))
+            rows.append((path, row))
+    # Checkpoints kept before schedule_steps was recorded (None) count as no schedule of their own.
+    several_schedules = len({schedule_steps(row) for _, row in rows} - {None}) > 1
+    for path, row in rows:
+        settings = row["settings"]
+        schedule = schedule_steps(row) if several_schedules else None  # what the pairing with a sibling must share
+        suffix = ""
+        if several_schedules:
+            suffix = f", {schedule}-step schedule" if schedule is not None else ", schedule not recorded"
+        label = _budget.run_label(row, path, False) + suffix  # a training's own row and its checkpoints' rows share it
+        steps = int(settings["iterations"])
+        if steps in history[label]:
+            raise SystemExit(f"{path}: {label} at step {steps} is already in another file; pass each kept checkpoint's scores once")
+        history[label][steps] = {split: row.get(split) for split, _, _ in SPLITS}
+        if row.get("initial") is not None:
+            history[label].setdefault(0, {"metrics": row["initial"], "training_clips": None})
+        unseeded = {**row, "settings": {**settings, "seed": None}}
+        identities[label] = (row.get("variant"), _budget.run_seed(row), _budget.run_label(unseeded, path, False) + suffix, schedule)
     return dict(history), skipped, identities
 
 
@@ -109,25 +131,26 @@ def mean_last(history: History, count: int) -> List[dict]:
 
 
 def sibling_ratios(means: List[dict], identities: Dict[str, tuple]) -> tuple:
-    """Weak / full of the held-out means, each weak training against the full training of its seed
-    (rows: weak, full, seed, ratio_<metric>), and per weak setting the mean of those ratios over its
-    seeds (rows: setting, seeds, ratio_<metric>, sd_ratio_<metric>). A weak training with no sibling
-    is left out; two full trainings of one seed are refused, since the pairing would be a guess."""
+    """Weak / full of the held-out means, each weak training against the full training of its seed and
+    schedule length (rows: weak, full, seed, ratio_<metric>), and per weak setting the mean of those
+    ratios over its seeds (rows: setting, seeds, ratio_<metric>, sd_ratio_<metric>). A weak training
+    with no sibling is left out; two full trainings of one seed and schedule are refused, since the
+    pairing would be a guess."""
     by_label = {m["run"]: m for m in means}
     fulls: Dict[object, str] = {}
     for label in by_label:
-        variant, seed, _ = identities[label]
+        variant, seed, _, schedule = identities[label]
         if variant == "full" and seed is not None:
-            if seed in fulls:
-                raise SystemExit(f"two full trainings of seed {seed} ({fulls[seed]}; {label}): pass one sibling per seed")
-            fulls[seed] = label
+            if (seed, schedule) in fulls:
+                raise SystemExit(f"two full trainings of seed {seed} ({fulls[seed, schedule]}; {label}): pass one sibling per seed")
+            fulls[seed, schedule] = label
     pairs, by_setting = [], defaultdict(list)
     for label, mean in by_label.items():
-        variant, seed, setting = identities[label]
-        if variant != "weak" or seed not in fulls:
+        variant, seed, setting, schedule = identities[label]
+        if variant != "weak" or (seed, schedule) not in fulls:
             continue
-        full = by_label[fulls[seed]]
-        pair = {"weak": label, "full": fulls[seed], "seed": seed}
+        full = by_label[fulls[seed, schedule]]
+        pair = {"weak": label, "full": fulls[seed, schedule], "seed": seed}
         for key, _ in RATIO_METRICS:
             pair[f"ratio_{key}"] = _budget.ratio(mean[f"metrics.{key}"], full[f"metrics.{key}"])
         pairs.append(pair)

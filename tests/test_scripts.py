@@ -203,11 +203,11 @@ def test_plot_run_history_reads_weak_over_full_per_seed_and_over_seeds(tmp_path,
     plot = load("plot_run_history")
     space = "pipeline.datamanager.labels.simulated.space=depth"
 
-    def kept(variant, seed, auc, tau, extra=()):
+    def kept(variant, seed, auc, tau, extra=(), schedule=10000):
         # two kept checkpoints' scores of one training, as --evaluate writes them
         return [{"variant": variant, "metrics": {"pose_auc30": a, "depth_tau": t}, "training_clips": None,
-                 "settings": {"checkpoint": f"c/step_{step:06d}/{variant}.pt", "iterations": step, "trained_from_seed": seed,
-                              "trained_set": [space, f"machine.seed={seed}", *extra]}}
+                 "settings": {"checkpoint": f"c/step_{step:06d}/{variant}.pt", "iterations": step, "schedule_steps": schedule,
+                              "trained_from_seed": seed, "trained_set": [space, f"machine.seed={seed}", *extra]}}
                 for step, a, t in ((9000, auc[0], tau[0]), (10000, auc[1], tau[1]))]
 
     weight = ["pipeline.model.loss.reprojection_weight=1.0"]
@@ -239,6 +239,19 @@ def test_plot_run_history_reads_weak_over_full_per_seed_and_over_seeds(tmp_path,
     history, _, identities = plot.collect([tmp_path / n for n in ("full3.json", "full3b.json", "weak3.json")])
     with pytest.raises(SystemExit, match="two full trainings of seed 3"):
         plot.sibling_ratios(plot.mean_last(history, 2), identities)
+    # The same seed trained on a twice as long schedule: its checkpoints at 9000 / 10000 are another
+    # training's, each weak training is read against the sibling of its own schedule, and the settings
+    # average apart.
+    (tmp_path / "full3_20k.json").write_text(json.dumps(kept("full", 3, (0.4, 0.4), (0.8, 0.8), schedule=20000)))
+    (tmp_path / "weak3_20k.json").write_text(json.dumps(kept("weak", 3, (0.2, 0.2), (0.4, 0.4), weight, schedule=20000)))
+    history, _, identities = plot.collect([tmp_path / n for n in ("full3.json", "weak3.json", "full3_20k.json", "weak3_20k.json")])
+    pairs, summary = plot.sibling_ratios(plot.mean_last(history, 2), identities)
+    long = weighted.format(3) + ", 20000-step schedule"
+    assert {p["weak"]: p["full"] for p in pairs} == {weighted.format(3) + ", 10000-step schedule": "full, seed 3, space=depth, 10000-step schedule",
+                                                      long: "full, seed 3, space=depth, 20000-step schedule"}
+    assert {p["weak"]: p["ratio_pose_auc30"] for p in pairs}[long] == pytest.approx(0.5)
+    assert sorted(r["setting"] for r in summary) == ["weak, space=depth, reprojection_weight=1.0, 10000-step schedule",
+                                                     "weak, space=depth, reprojection_weight=1.0, 20000-step schedule"]
 
 
 def test_depth_to_baseline_known_answer():
