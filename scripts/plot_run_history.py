@@ -58,9 +58,9 @@ def collect(paths: List[Path]) -> tuple:
     """({label: {step: {split: metrics or None}}}, what was left out, with why, {label: (variant, seed,
     the label without its seed, schedule length where the files hold several, else None)}). A row's step
     is the steps its checkpoint (or training) had; a row that scored the untrained network adds step 0.
-    Where the files hold trainings
-    of more than one schedule length (a 10000- and a 20000-step run of one seed), each label names its
-    schedule, so their checkpoints at one step are two trainings', not one scored twice."""
+    Where the files hold trainings of more than one schedule length (a 10000- and a 20000-step run of
+    one seed), each label names its schedule, so their checkpoints at one step are two trainings', not
+    one scored twice."""
     history: History = defaultdict(dict)
     skipped: List[str] = []
     identities: Dict[str, tuple] = {}
