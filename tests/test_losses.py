@@ -397,3 +397,35 @@ def test_loss_configs_that_cannot_train_are_refused_with_the_setting_named(setti
         Reliev3rLossConfig(reprojection=ReprojectionLossConfig(**settings)).validate()
     with pytest.raises(ValueError, match="reprojection_weight=-1"):
         Reliev3rLossConfig(reprojection_weight=-1).validate()
+
+
+@pytest.mark.parametrize("supervision, part, settings, message", [
+    ("weak", "depth", dict(alpha=0.0), "depth alpha=0.0"),
+    ("weak", "depth", dict(min_valid_pixels=0), "min_valid_pixels=0"),
+    ("weak", "depth", dict(min_depth=0.0), "min_depth=0.0"),
+    ("weak", "depth", dict(rel_eps=-1e-3), "rel_eps=-0.001"),
+    ("full", "supervised", dict(alpha=-1.0), "supervised alpha=-1.0"),
+    ("full", "supervised", dict(camera_weight=-0.1), "camera_weight=-0.1"),
+    ("full", "supervised", dict(huber_delta=0.0), "huber_delta=0.0"),
+])
+def test_the_depth_and_supervised_loss_settings_are_checked_where_they_are_used(supervision, part, settings, message):
+    from reliev3r_ns.losses import Reliev3rLossConfig
+    from reliev3r_ns.losses.relative_depth import RelativeDepthLossConfig
+    from reliev3r_ns.losses.supervised import SupervisedLossConfig
+
+    bad = (RelativeDepthLossConfig if part == "depth" else SupervisedLossConfig)(**settings)
+    with pytest.raises(ValueError, match=message):
+        bad.validate()
+    with pytest.raises(ValueError, match=message):
+        Reliev3rLossConfig(supervision=supervision, **{part: bad}).validate()
+    # The other supervision does not use these settings, so it trains with them.
+    Reliev3rLossConfig(supervision="full" if supervision == "weak" else "weak", **{part: bad}).validate()
+
+
+def test_the_sibling_is_not_refused_for_weak_loss_settings_it_does_not_use():
+    from reliev3r_ns.losses import Reliev3rLossConfig
+
+    unused = ReprojectionLossConfig(residual="pixel", radial_weight=1.0)
+    with pytest.raises(ValueError, match="needs residual='angle'"):
+        Reliev3rLossConfig(reprojection=unused).validate()
+    Reliev3rLossConfig(supervision="full", reprojection=unused, reprojection_weight=-1).validate()

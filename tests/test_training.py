@@ -165,7 +165,13 @@ def test_training_gt_metrics_are_computed_only_on_the_steps_the_trainer_logs(sma
 
 
 def test_supervised_sibling_needs_gt(small_data, tmp_path):
-    trainer = make_trainer(small_data, tmp_path, 2, method="reliev3r-supervised", clips_per_batch=1, max_views=3)
+    from reliev3r_ns.losses import ReprojectionLossConfig
+    from reliev3r_ns.method_configs.reliev3r import reliev3r_supervised_method
+
+    # A reprojection setting the weak losses refuse: the sibling never uses them, so it is not refused.
+    loss = copy.deepcopy(reliev3r_supervised_method.config.pipeline.model.loss)
+    loss.reprojection = ReprojectionLossConfig(residual="pixel", radial_weight=1.0)
+    trainer = make_trainer(small_data, tmp_path, 2, method="reliev3r-supervised", model={"loss": loss}, clips_per_batch=1, max_views=3)
     trainer.train()  # synthetic scenes have GT: it trains
     batch, _ = trainer.pipeline.datamanager.next_train(0)
     batch = {k: v for k, v in batch.items() if not k.startswith("gt_")}

@@ -57,12 +57,17 @@ class Reliev3rLossConfig:
     supervised: SupervisedLossConfig = field(default_factory=SupervisedLossConfig)
 
     def validate(self) -> None:
-        """Raise ValueError for settings that cannot train (called by the pipeline before loading scenes)."""
+        """Raise ValueError for settings that cannot train (called by the pipeline before loading scenes).
+        Only the terms the supervision uses are checked: the sibling ignores the weak losses' settings."""
         if self.supervision not in ("weak", "full"):
             raise ValueError(f"loss supervision={self.supervision!r}: choose 'weak' or 'full'")
+        if self.supervision == "full":
+            self.supervised.validate()
+            return
         for name in ("depth_weight", "reprojection_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss {name}={getattr(self, name)} must be >= 0")
+        self.depth.validate()
         self.reprojection.validate()
 
 

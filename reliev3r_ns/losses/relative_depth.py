@@ -55,6 +55,18 @@ class RelativeDepthLossConfig:
     min_depth: float = 1e-4
     """Predicted depth is clamped here before taking a disparity."""
 
+    def validate(self) -> None:
+        """Raise ValueError for settings that cannot train (see ``Reliev3rLossConfig.validate``)."""
+        if not self.alpha > 0:
+            # Without the -alpha log W term nothing stops the confidence from sinking to its floor.
+            raise ValueError(f"depth alpha={self.alpha} must be > 0 (the confidence regulariser's weight)")
+        if self.min_valid_pixels < 1:
+            raise ValueError(f"depth min_valid_pixels={self.min_valid_pixels} must be >= 1")
+        if self.rel_eps < 0:
+            raise ValueError(f"depth rel_eps={self.rel_eps} must be >= 0")
+        if not self.min_depth > 0:
+            raise ValueError(f"depth min_depth={self.min_depth} must be > 0 (a disparity is taken of the clamped depth)")
+
 
 def weighted_median(values: Tensor, weights: Tensor) -> Tensor:
     """(..., P) values and non-negative weights -> (...,) lower weighted median.

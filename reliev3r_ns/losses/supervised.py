@@ -36,6 +36,15 @@ class SupervisedLossConfig:
     huber_delta: float = 0.1
     """Huber threshold on relative translations, in GT units."""
 
+    def validate(self) -> None:
+        """Raise ValueError for settings that cannot train (see ``Reliev3rLossConfig.validate``)."""
+        if not self.alpha > 0:
+            raise ValueError(f"supervised alpha={self.alpha} must be > 0 (the confidence regulariser's weight)")
+        if self.camera_weight < 0:
+            raise ValueError(f"supervised camera_weight={self.camera_weight} must be >= 0")
+        if not self.huber_delta > 0:
+            raise ValueError(f"supervised huber_delta={self.huber_delta} must be > 0")
+
 
 def optimal_scale(pred_points: Tensor, gt_points: Tensor, weights: Tensor) -> Tensor:
     """Per-sample s = argmin sum w |s p - g|^2 = sum w p.g / sum w p.p.

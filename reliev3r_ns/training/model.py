@@ -90,7 +90,7 @@ class Reliev3rModel(Model):
 
     def get_loss_dict(self, outputs: Dict, batch: Dict, metrics_dict=None) -> Dict[str, torch.Tensor]:
         config = self.config.loss
-        if self.training and self._train_step is not None:
+        if config.supervision == "weak" and self.training and self._train_step is not None:
             in_force = config.reprojection.at_step(self._train_step)
             if in_force is not config.reprojection:  # only during a warm-up: no copy per step otherwise
                 config = replace(config, reprojection=in_force)
