@@ -7,7 +7,8 @@ table. Rows that did not record their settings (runs older than that) are left o
 ``--unrecorded FILE=SEED:STEPS`` says what their file ran with (no overrides, so the default, disparity,
 teacher); a weak run's teacher space is the one it recorded (``settings.teacher_space``), else its
 override, else that old default; runs with other overrides than the teacher's space and the seed
-(ablations, tried changes) are left out and named.
+(ablations, tried changes) are left out and named, and so are scores of kept checkpoints (``--evaluate``
+rows: a point on a training's history, drawn by ``plot_run_history.py``).
 
     python scripts/plot_weak_vs_full.py docs/results/weak_full_400scenes_*depth_teacher*.json \
         --teacher depth --output docs/weak_vs_full_budget.png
@@ -113,6 +114,12 @@ def collect(paths: List[Path], teacher: str, unrecorded: Optional[Dict[Path, Tup
     skipped = []
     for path in paths:
         for row in read_runs(path, skipped):
+            if (row.get("settings") or {}).get("checkpoint"):
+                # A kept checkpoint's score is a point on its training's history, not a training of that many steps
+                # (its learning rate had not decayed, or it is an average of several): plot_run_history.py draws those.
+                skipped.append(f"{path}: {row.get('variant')} scores checkpoint {row['settings']['checkpoint']} "
+                               f"(an --evaluate row; scripts/plot_run_history.py draws kept checkpoints); left out")
+                continue
             described = describe(row, unrecorded.get(path.resolve()))
             if described is None:
                 skipped.append(f"{path}: {row.get('variant')} has no recorded iterations / seed (an older run; "

@@ -646,6 +646,16 @@ def test_plot_weak_vs_full_pairs_runs_by_seed_and_budget(tmp_path, capsys):
     assert [r["iterations"] for r in table] == [6000]
     captured = capsys.readouterr()
     assert "no recorded iterations / seed" in captured.err and "seed 1 at 3000 steps (weak only)" in captured.out
+    # a kept checkpoint's score (an --evaluate row) is not a training of its step's length: named and left out
+    scored = tmp_path / "scored.json"
+    checkpoint_row = row("full", 0.5, 0.5)
+    checkpoint_row["settings"] = {"checkpoint": "ckpt/step_003000/full.pt", "iterations": 3000, "schedule_steps": 6000,
+                                  "trained_from_seed": 1, "trained_set": [depth, "machine.seed=1"]}
+    scored.write_text(json.dumps([checkpoint_row]))
+    table = plot.main([str(recorded), str(scored), "--output", str(output)])
+    assert [r["iterations"] for r in table] == [6000]
+    captured = capsys.readouterr()
+    assert "ckpt/step_003000/full.pt (an --evaluate row" in captured.err and "(weak only)" in captured.out
     with pytest.raises(SystemExit, match="also in"):
         plot.main([str(recorded), str(recorded), "--output", str(output)])
     with pytest.raises(SystemExit, match="FILE=SEED:STEPS"):
