@@ -464,7 +464,9 @@ def evaluate_checkpoints(variant: str, trainer, args) -> List[dict]:
     return rows
 
 
-def data_folders(args) -> tuple:
+def data_folders(args, scratch: Path) -> tuple:
+    """(train, eval) scene folders: --data's, the bundled dataset, or (--quick) a tiny one generated in
+    ``scratch``, the run's temporary folder, so it goes when the run ends."""
     if not args.quick and args.data is None:
         from reliev3r_ns.data.synthetic_dataset import ensure_default_dataset
 
@@ -475,7 +477,7 @@ def data_folders(args) -> tuple:
     from reliev3r_ns.data.synthetic import SyntheticSceneConfig
     from reliev3r_ns.data.synthetic_dataset import generate_dataset
 
-    root = Path(tempfile.mkdtemp(prefix="reliev3r-reproduce-"))
+    root = scratch / "quick-data"
     config = SyntheticSceneConfig(width=128, height=96, num_views=8, supersample=1, texture_size=256)
     generate_dataset(root / "train", 4, seed=1, config=config, show_progress=False)
     generate_dataset(root / "eval", 2, seed=2, config=config, show_progress=False)
@@ -604,14 +606,14 @@ def main(argv=None) -> list:
         missing = [str(folder / f"{v}.pt") for folder in args.evaluate for v in args.variants if not (folder / f"{v}.pt").is_file()]
         if missing:
             raise FileNotFoundError(f"{', '.join(missing)}: no FFRM checkpoint there; keep a run's with --checkpoints DIR, then pass DIR to --evaluate")
-    train, evaluation = data_folders(args)
-    if args.resume is not None:
-        # Refused here, before any variant trains (a refusal inside a --jobs worker would not come back).
-        for variant in args.variants:
-            config = make_config(variant, train, evaluation, Path("outputs"), args.label_cache or Path("labels"), args)
-            read_training_state(args.resume / f"{variant}.ckpt", training_settings(config, args))
     results = []
     with tempfile.TemporaryDirectory(prefix="reliev3r-runs-") as workdir:
+        train, evaluation = data_folders(args, Path(workdir))
+        if args.resume is not None:
+            # Refused here, before any variant trains (a refusal inside a --jobs worker would not come back).
+            for variant in args.variants:
+                config = make_config(variant, train, evaluation, Path("outputs"), args.label_cache or Path("labels"), args)
+                read_training_state(args.resume / f"{variant}.ckpt", training_settings(config, args))
         if args.jobs <= 1:
             for variant in args.variants:
                 print(f"== {variant}", file=sys.stderr)

@@ -26,8 +26,14 @@ def load(name):
 
 
 @pytest.mark.slow
-def test_reproduce_weak_vs_full_quick(capsys, tmp_path):
+def test_reproduce_weak_vs_full_quick(capsys, tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "tmp"  # where the script's temporary folders go, to see that none stays behind
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     results = load("reproduce_weak_vs_full").main(["--quick", "--train-clips", "2", "--output", str(tmp_path / "r.json")])
+    assert not list(scratch.glob("reliev3r-*")), "the quick data or a run's folder was left in the temporary folder"
     assert [r["variant"] for r in results] == ["weak", "full"]
     for r in results:
         for key in ("pointmap_rel", "pointmap_tau", "ate_normalised", "pose_auc30", "depth_abs_rel", "depth_tau"):
