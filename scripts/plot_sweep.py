@@ -8,7 +8,10 @@ trained with in ``settings.trained_set``). A weak run's value is its ``--set KEY
 mean of its initialisation's supervised siblings at the same budget (the sibling reads neither teacher nor
 reprojection loss, so the swept setting does not change it). Repeated trainings of one seed and value are
 all kept and averaged; the same run passed twice (identical figures) is an error. Runs with other
-overrides than the swept key, the teacher's space and the seed are left out and named. Summary rows scored
+overrides than the swept key, the teacher's space and the seed are left out and named, and so are scores of
+kept checkpoints that are not a whole training: a list's ``--evaluate`` rows (points on a training's history,
+which ``plot_run_history.py`` draws) and a summary's rows scored from a checkpoint before the end of its
+schedule or from an average of checkpoints. Summary rows scored
 from checkpoints that predate ``trained_set`` are left out unless ``--unrecorded NAME=SEED[:VALUE]`` says
 what the run called NAME trained with (no VALUE: the default; its teacher: ``--teacher``). Each mean over
 seeds comes with the seeds' standard deviation; ``--seeds`` keeps only the initialisations named, so that
@@ -49,6 +52,9 @@ def rows_of(path: Path, unrecorded: Dict[str, Tuple[int, Optional[float]]], swee
         for row in rows:
             settings = row.get("settings") or {}
             trained = {"iterations": settings.get("iterations")}  # no seed: describe() leaves it out
+            for key in ("schedule_steps", "averaged_steps"):  # what says the checkpoint is not a whole training
+                if settings.get(key) is not None:
+                    trained[key] = settings[key]
             if settings.get("trained_set") is not None and settings.get("trained_from_seed") is not None:
                 trained.update(seed=settings["trained_from_seed"], set=settings["trained_set"],
                                teacher_space=settings.get("trained_teacher_space"))
@@ -70,7 +76,21 @@ def collect(paths: List[Path], sweep: str, default: float, steps: int, teacher: 
     for path in paths:
         for label, name, row in rows_of(path, unrecorded or {}, sweep, teacher):
             names.add(name)
-            if (row.get("settings") or {}).get("iterations") not in (None, steps):
+            settings = row.get("settings") or {}
+            if settings.get("iterations") not in (None, steps):
+                continue
+            if settings.get("averaged_steps"):
+                skipped.append(f"{label}: {row.get('variant')} scores an average of the checkpoints at steps "
+                               f"{settings['averaged_steps']}, not a training of {steps} steps; left out")
+                continue
+            if settings.get("schedule_steps") not in (None, settings.get("iterations")):
+                skipped.append(f"{label}: {row.get('variant')} scores a checkpoint at step {settings['iterations']} of a "
+                               f"{settings['schedule_steps']}-step schedule, not a training of {steps} steps; left out")
+                continue
+            if name is None and settings.get("checkpoint"):
+                # A kept checkpoint's score is a point on its training's history; summaries hold the final ones
+                skipped.append(f"{label}: {row.get('variant')} scores checkpoint {settings['checkpoint']} (an --evaluate "
+                               f"row; scripts/plot_run_history.py draws kept checkpoints); left out")
                 continue
             described = _budget.describe(row)
             if described is None:

@@ -694,9 +694,22 @@ def test_plot_sweep_averages_trainings_per_seed_against_the_swept_value(tmp_path
     summary.write_text(json.dumps({"runs": {
         "recorded": [{"variant": "weak", "metrics": {"pose_auc30": 0.3, "depth_tau": 0.45},
                       "settings": {"iterations": 100, "trained_from_seed": 2, "trained_set": [depth, f"{key}=2"], "trained_teacher_space": "depth"}}],
-        "older": [{"variant": "weak", "metrics": {"pose_auc30": 0.05, "depth_tau": 0.05}, "settings": {"iterations": 100}}]}}))
+        "older": [{"variant": "weak", "metrics": {"pose_auc30": 0.05, "depth_tau": 0.05}, "settings": {"iterations": 100}}],
+        # not whole trainings of 100 steps: a checkpoint at step 100 of 200, an average of checkpoints 80-100
+        "midway": [{"variant": "weak", "metrics": {"pose_auc30": 0.9, "depth_tau": 0.9},
+                    "settings": {"iterations": 100, "schedule_steps": 200, "trained_from_seed": 1, "trained_set": [depth],
+                                 "trained_teacher_space": "depth"}}],
+        "averaged": [{"variant": "weak", "metrics": {"pose_auc30": 0.9, "depth_tau": 0.9},
+                      "settings": {"iterations": 100, "schedule_steps": 100, "averaged_steps": [80, 90, 100],
+                                   "trained_from_seed": 1, "trained_set": [depth], "trained_teacher_space": "depth"}}]}}))
+    # a list of --evaluate rows: a kept checkpoint's score, whatever its step
+    scored = tmp_path / "scored.json"
+    scored.write_text(json.dumps([{"variant": "weak", "metrics": {"pose_auc30": 0.9, "depth_tau": 0.9},
+                                   "settings": {"checkpoint": "/runs/ckpt/step_000100/weak.pt", "iterations": 100,
+                                                "schedule_steps": 100, "trained_from_seed": 1, "trained_set": [depth]}}]))
     output = tmp_path / "sweep.png"
-    table = sweep.main([str(runs), str(summary), "--sweep", key, "--default", "0.5", "--steps", "100", "--output", str(output)])
+    table = sweep.main([str(runs), str(summary), str(scored), "--sweep", key, "--default", "0.5", "--steps", "100",
+                        "--output", str(output)])
     by = {(r["value"], r["seed"]): r for r in table}
     assert set(by) == {(0.5, 1), (0.5, 2), (0.5, "mean"), (2.0, 1), (2.0, 2), (2.0, "mean")}
     assert by[(0.5, 1)]["ratio_pose_auc30"] == pytest.approx(0.5) and by[(0.5, 1)]["ratio_depth_tau"] == pytest.approx(0.5)
@@ -708,6 +721,10 @@ def test_plot_sweep_averages_trainings_per_seed_against_the_swept_value(tmp_path
     assert by[(2.0, 2)]["ratio_pose_auc30"] == pytest.approx(0.6) and by[(2.0, 1)]["ratio_depth_tau"] == pytest.approx(1.0)
     captured = capsys.readouterr()
     assert "depth_weight=0" in captured.err and "summary.json:older" in captured.err
+    assert "summary.json:midway: weak scores a checkpoint at step 100 of a 200-step schedule" in captured.err
+    assert "summary.json:averaged: weak scores an average of the checkpoints at steps [80, 90, 100]" in captured.err
+    assert "scored.json: weak scores checkpoint /runs/ckpt/step_000100/weak.pt (an --evaluate row" in captured.err
+    assert "scored.json: weak does not say" not in captured.err
     assert "seed 3 at 0.5" in captured.out and "| 2 | mean of 2 |" in captured.out and "| 0.500 |" in captured.out
     assert "| 0.650 (sd 0.212) |" in captured.out
     assert output.stat().st_size > 10_000
