@@ -430,9 +430,7 @@ def evaluate_checkpoints(variant: str, trainer, args) -> List[dict]:
     from reliev3r_ns.model.ffrm import FFRM
 
     seed = trainer.config.machine.seed
-    paths = [folder / f"{variant}.pt" for folder in args.evaluate]
-    for path in paths[1:]:
-        FFRM.from_checkpoint(path, map_location="cpu")  # an unreadable one fails now, not after the others' minutes of scoring
+    paths = [folder / f"{variant}.pt" for folder in args.evaluate]  # each read once already by main()
     # the same for every folder's row: read the data folders' identity and the machine once
     data, data_identity = str(args.data) if args.data else None, datasets(trainer.config)
     machine = machine_fingerprint(str(trainer.pipeline.device))
@@ -606,6 +604,12 @@ def main(argv=None) -> list:
         missing = [str(folder / f"{v}.pt") for folder in args.evaluate for v in args.variants if not (folder / f"{v}.pt").is_file()]
         if missing:
             raise FileNotFoundError(f"{', '.join(missing)}: no FFRM checkpoint there; keep a run's with --checkpoints DIR, then pass DIR to --evaluate")
+        from reliev3r_ns.model.ffrm import FFRM
+
+        for folder in args.evaluate:
+            for variant in args.variants:
+                # an unreadable one fails now, not after the minutes of scoring the ones before it (any variant's)
+                FFRM.from_checkpoint(folder / f"{variant}.pt", map_location="cpu")
     results = []
     with tempfile.TemporaryDirectory(prefix="reliev3r-runs-") as workdir:
         train, evaluation = data_folders(args, Path(workdir))

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -330,7 +331,7 @@ def test_reproduce_keep_every_needs_a_training_that_keeps_checkpoints(tmp_path, 
 
 
 @pytest.mark.slow
-def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys):
+def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys, monkeypatch):
     # A subprocess, as people run it: with --jobs the variants train in spawned processes that import the script.
     from reliev3r_ns.model.ffrm import FFRM
 
@@ -403,21 +404,33 @@ def test_reproduce_weak_vs_full_parallel_jobs_keep_checkpoints(tmp_path, capsys)
     assert [sorted(by_step) for by_step in steps.values()] == [[0, 10, 20, 30]]
     with pytest.raises(FileNotFoundError, match="nothing/weak.pt: no FFRM checkpoint"):
         load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "nothing"), "--variants", "weak", "--train-clips", "0"])
-    # An unreadable one fails after the Trainer is built: nerfstudio's module-level event writers must
-    # not be left pointing at the run's deleted folder (later Trainers in the process write to them).
+    # A scoring that fails after the Trainer is built leaves no nerfstudio event writer behind (they are
+    # module-level; later Trainers in the process would write into the run's deleted folder).
     from nerfstudio.utils import writer
 
+    script = load("reproduce_weak_vs_full")
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("scoring failed")
+
+    monkeypatch.setattr(script, "evaluate_clips", fail)
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        script.main(["--quick", "--evaluate", str(tmp_path / "ckpt"), "--variants", "weak", "--train-clips", "0"])
+    assert writer.EVENT_WRITERS == []
+    # An unreadable checkpoint fails before anything is scored, wherever it is among the folders and
+    # variants (here the second variant's, which used to be read only after the first's minutes of scoring)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "weak.pt").write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read as a torch checkpoint"):
-        load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "bad"), "--variants", "weak", "--train-clips", "0"])
-    assert writer.EVENT_WRITERS == []
-    # ... and one among several fails before the readable ones are scored, not after their minutes
-    capsys.readouterr()
-    with pytest.raises(ValueError, match="cannot read as a torch checkpoint"):
-        load("reproduce_weak_vs_full").main(["--quick", "--evaluate", str(tmp_path / "ckpt"), str(tmp_path / "bad"), "--variants", "weak",
-                                             "--train-clips", "0"])
-    assert "scoring" not in capsys.readouterr().out and writer.EVENT_WRITERS == []
+    (tmp_path / "half").mkdir()
+    shutil.copy(tmp_path / "ckpt" / "weak.pt", tmp_path / "half" / "weak.pt")
+    (tmp_path / "half" / "full.pt").write_text("not a checkpoint")
+    for folders, variants in (([tmp_path / "bad"], ["weak"]), ([tmp_path / "ckpt", tmp_path / "bad"], ["weak"]),
+                              ([tmp_path / "half"], ["weak", "full"])):
+        capsys.readouterr()
+        with pytest.raises(ValueError, match=f"{folders[-1].name}/{variants[-1]}.pt: cannot read as a torch checkpoint"):
+            load("reproduce_weak_vs_full").main(["--quick", "--evaluate", *map(str, folders), "--variants", *variants,
+                                                 "--train-clips", "0"])
+        assert "scoring" not in capsys.readouterr().out and writer.EVENT_WRITERS == []
 
 
 def _spawned_workers(pid: int) -> list:
