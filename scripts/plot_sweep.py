@@ -87,10 +87,9 @@ def collect(paths: List[Path], sweep: str, default: float, steps: int, teacher: 
                 skipped.append(f"{label}: {row.get('variant')} scores a checkpoint at step {settings['iterations']} of a "
                                f"{settings['schedule_steps']}-step schedule, not a training of {steps} steps; left out")
                 continue
-            if name is None and settings.get("checkpoint"):
-                # A kept checkpoint's score is a point on its training's history; summaries hold the final ones
-                skipped.append(f"{label}: {row.get('variant')} scores checkpoint {settings['checkpoint']} (an --evaluate "
-                               f"row; scripts/plot_run_history.py draws kept checkpoints); left out")
+            left_out = _budget.checkpoint_score(label, row) if name is None else None  # a summary's rows are final checkpoints'
+            if left_out:
+                skipped.append(left_out)
                 continue
             described = _budget.describe(row)
             if described is None:

@@ -105,6 +105,17 @@ def run_label(row: dict, source: Path, several_files: bool) -> str:
     return ", ".join(parts)
 
 
+def checkpoint_score(label: str, row: dict) -> Optional[str]:
+    """Why an --evaluate row of a list file is left out, or None for a training's row. A kept checkpoint's
+    score is a point on its training's history, not a training of that many steps (its learning rate had
+    not decayed, or it is an average of several): plot_run_history.py draws those."""
+    checkpoint = (row.get("settings") or {}).get("checkpoint")
+    if not checkpoint:
+        return None
+    return (f"{label}: {row.get('variant')} scores checkpoint {checkpoint} "
+            f"(an --evaluate row; scripts/plot_run_history.py draws kept checkpoints); left out")
+
+
 def collect(paths: List[Path], teacher: str, unrecorded: Optional[Dict[Path, Tuple[int, int]]] = None
             ) -> Tuple[Dict[Tuple[int, int], Dict[str, dict]], List[str]]:
     """{(seed, iterations): {"weak": metrics, "full": metrics}} and what was left out, with why."""
@@ -114,11 +125,9 @@ def collect(paths: List[Path], teacher: str, unrecorded: Optional[Dict[Path, Tup
     skipped = []
     for path in paths:
         for row in read_runs(path, skipped):
-            if (row.get("settings") or {}).get("checkpoint"):
-                # A kept checkpoint's score is a point on its training's history, not a training of that many steps
-                # (its learning rate had not decayed, or it is an average of several): plot_run_history.py draws those.
-                skipped.append(f"{path}: {row.get('variant')} scores checkpoint {row['settings']['checkpoint']} "
-                               f"(an --evaluate row; scripts/plot_run_history.py draws kept checkpoints); left out")
+            left_out = checkpoint_score(str(path), row)
+            if left_out:
+                skipped.append(left_out)
                 continue
             described = describe(row, unrecorded.get(path.resolve()))
             if described is None:
