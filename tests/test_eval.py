@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from reliev3r_ns.cli.eval import Eval
+from reliev3r_ns.process.pipeline import CaptureConfig
 from reliev3r_ns.data.scene_io import SceneFormatError, write_scene
 from reliev3r_ns.data.synthetic import SyntheticSceneConfig, generate_scene
 from reliev3r_ns.eval import cloud_metrics, pointmap_metrics, trajectory_metrics
@@ -130,9 +131,10 @@ def test_cli_on_a_processed_synthetic_scene_agrees_with_running_the_checkpoint_d
     scene_dir = write_scene(tmp_path / "scene", scene.images, scene.cam_to_world, scene.intrinsics, scene.depths)
     torch.manual_seed(0)
     checkpoint = FFRM(ffrm_config("tiny")).save_checkpoint(tmp_path / "ffrm.pt", {"image_size": [96, 128]})
-    out = ProcessImages(data=scene_dir, output_dir=tmp_path / "out", checkpoint=checkpoint).main()
+    out = ProcessImages(data=scene_dir, output_dir=tmp_path / "out", checkpoint=checkpoint, capture=CaptureConfig(place="all")).main()
     from_dataset = Eval(prediction=out, reference=scene_dir, output=tmp_path / "a.json").main()["metrics"]
-    direct = Eval(checkpoint=checkpoint, images=scene_dir, reference=scene_dir, output=tmp_path / "b.json").main()["metrics"]
+    direct = Eval(checkpoint=checkpoint, images=scene_dir, reference=scene_dir, output=tmp_path / "b.json",
+                  capture=CaptureConfig(place="all")).main()["metrics"]
     for key in ("pose_auc30", "rotation_error_deg", "ate", "depth_abs_rel", "depth_tau", "pointmap_rel", "pointmap_tau"):
         assert key in from_dataset
         # The dataset stores shared (median) intrinsics; the direct run keeps per-view ones.

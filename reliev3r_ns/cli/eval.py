@@ -25,6 +25,7 @@ from rich.table import Table
 
 from reliev3r_ns.cli import run_cli
 from reliev3r_ns.data.scene_io import SceneFormatError
+from reliev3r_ns.process.pipeline import CaptureConfig
 from reliev3r_ns.process.reconstruct import ReconstructionConfig
 
 CONSOLE = Console()
@@ -49,6 +50,8 @@ class Eval:
     output: Path = Path("eval.json")
     """JSON report; the plot goes beside it with .png."""
     reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    """With --checkpoint: matching, ordering and view refinement, as in reliev3r-process-data."""
     device: str = "auto"
 
     def _prediction(self):
@@ -60,14 +63,14 @@ class Eval:
             return prediction_from_dataset(self.prediction)
         if self.images is None:
             raise ValueError("--checkpoint needs --images (the image folder to reconstruct)")
-        from reliev3r_ns.labels import open_view_set
         from reliev3r_ns.model import FFRM, resolve_device
-        from reliev3r_ns.process.reconstruct import reconstruct
+        from reliev3r_ns.process.pipeline import process_capture
 
         model = FFRM.from_checkpoint(self.checkpoint, map_location=resolve_device(self.device)).eval()
-        view_set = open_view_set(self.images)
-        result = reconstruct(model, view_set.image_paths, self.reconstruction, exif_transpose=view_set.exif_transpose)
-        return prediction_from_reconstruction(result, f"{self.checkpoint} on {self.images}")
+        processed = process_capture(model, self.images, self.reconstruction, self.capture)
+        prediction = prediction_from_reconstruction(processed.reconstruction, f"{self.checkpoint} on {self.images}")
+        prediction.num_images = processed.reconstruction.num_views + len(processed.left_out)
+        return prediction
 
     def main(self) -> dict:
         from reliev3r_ns.eval.evaluate import evaluate, load_reference, run_colmap_sfm, save_evaluation_plot

@@ -4,10 +4,13 @@
     reliev3r-process-data video  --data VIDEO.mp4 --output-dir OUT --checkpoint ffrm.pt [--num-frames-target 300]
     ns-train splatfacto --data OUT
 
-OUT gets transforms.json (poses and intrinsics from the FFRM), sparse_pc.ply (splatfacto's initial
-points), images/ and downscaled copies, preview.png, and with --colmap a COLMAP text model.
-``--refine.steps N`` first adapts the FFRM to these images with Reliev3R's weak losses (needs a depth
-teacher: ``--refine.labels.transformers.model PATH``).
+Images may differ in size and orientation; unreadable files, exact duplicates and images that overlap
+no other are left out and named. The FFRM's cameras and depth are then refined on the images' own
+SIFT matches with Reliev3R's weak losses (no weights to download; ``--capture.refine-views.steps 0``
+keeps the raw FFRM). OUT gets transforms.json (per-frame intrinsics where sizes differ),
+sparse_pc.ply (splatfacto's initial points), depth maps, images/ and downscaled copies, preview.png,
+and with --output.colmap a COLMAP text model. ``--refine.steps N`` also fine-tunes the network first
+(needs a depth model: ``--refine.labels.transformers.model PATH``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from reliev3r_ns.data.scene_io import SceneFormatError
 from reliev3r_ns.labels import open_view_set
 from reliev3r_ns.model import FFRM, resolve_device
 from reliev3r_ns.process.dataset import DatasetWriterConfig, write_dataset
-from reliev3r_ns.process.reconstruct import ReconstructionConfig, default_resolution, focal_spread, reconstruct
+from reliev3r_ns.process.pipeline import CaptureConfig, print_capture_report, process_capture
+from reliev3r_ns.process.reconstruct import ReconstructionConfig, default_resolution, focal_spread
 from reliev3r_ns.process.refine import RefineConfig, refine
 from reliev3r_ns.teachers.depth import TeacherError
 
@@ -57,8 +61,11 @@ class _ProcessData:
     device: str = "auto"
     """'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ..."""
     reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    """How images are matched, ordered into windows and refined (``--capture.refine-views.steps 0``: the raw FFRM)."""
     output: DatasetWriterConfig = field(default_factory=DatasetWriterConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
+    """Network fine-tuning before reconstruction (off by default; needs a depth model and one image size)."""
 
     def _load_model(self) -> FFRM:
         if self.checkpoint is None:
@@ -68,32 +75,42 @@ class _ProcessData:
     def _images_folder(self, workdir: Path) -> Path:
         raise NotImplementedError  # each subcommand says where its images come from
 
+    def _refine_network(self, model: FFRM, folder: Path) -> Optional[dict]:
+        view_set = open_view_set(folder)
+        first = view_set.load_image(0)
+        size = model.inference_size(*first.shape[:2], self.reconstruction.resolution or default_resolution(model))
+        with _progress() as progress:
+            task = progress.add_task("network fine-tuning", total=self.refine.steps, info="")
+            report = refine(model, view_set, self.refine, size,
+                            lambda done, total, loss: progress.update(task, completed=done, info=f"loss {loss:.4f}"))
+        table = Table(title=f"network fine-tuning ({report.steps} steps, weak loss on fixed clips)")
+        for column in ("", "total", "depth", "reprojection"):
+            table.add_column(column)
+        for name, terms in (("before", report.terms_before), ("after", report.terms_after)):
+            table.add_row(name, *(f"{terms[k]:.4f}" for k in ("loss/total", "loss/depth", "loss/reprojection")))
+        CONSOLE.print(table)
+        return {"steps": report.steps, "loss_before": report.loss_before, "loss_after": report.loss_after}
+
     def main(self) -> Path:
         model = self._load_model()  # before any slow work: a missing checkpoint fails at once
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="reliev3r-process-") as workdir:
-            view_set = open_view_set(self._images_folder(Path(workdir)))
-            report = None
-            if self.refine.steps > 0:
-                first = view_set.load_image(0)
-                size = model.inference_size(*first.shape[:2], self.reconstruction.resolution or default_resolution(model))
-                with _progress() as progress:
-                    task = progress.add_task("test-time refinement", total=self.refine.steps, info="")
-                    report = refine(model, view_set, self.refine, size,
-                                    lambda done, total, loss: progress.update(task, completed=done, info=f"loss {loss:.4f}"))
-                table = Table(title=f"test-time refinement ({report.steps} steps, weak loss on fixed clips)")
-                for column in ("", "total", "depth", "reprojection"):
-                    table.add_column(column)
-                for name, terms in (("before", report.terms_before), ("after", report.terms_after)):
-                    table.add_row(name, *(f"{terms[k]:.4f}" for k in ("loss/total", "loss/depth", "loss/reprojection")))
-                CONSOLE.print(table)
+            folder = self._images_folder(Path(workdir))
+            network_report = self._refine_network(model, folder) if self.refine.steps > 0 else None
             with _progress() as progress:
-                task = progress.add_task("reconstructing windows", total=None, info="")
-                result = reconstruct(model, view_set.image_paths, self.reconstruction, exif_transpose=view_set.exif_transpose,
-                                     progress=lambda done, total: progress.update(task, completed=done, total=total))
+                tasks = {}
+
+                def show(stage: str, done: int, total: Optional[int], info: str) -> None:
+                    if stage not in tasks:
+                        tasks[stage] = progress.add_task(STAGES[stage], total=total, info="")
+                    progress.update(tasks[stage], completed=done, total=total, info=info)
+
+                processed = process_capture(model, folder, self.reconstruction, self.capture, show)
+            result = processed.reconstruction
+            print_capture_report(processed, CONSOLE)
             spread = focal_spread(result.intrinsics)
-            if self.output.camera_intrinsics == "shared" and spread > 0.1:
-                CONSOLE.print(f"[yellow]the FFRM's focal lengths vary by {spread:.0%} across views; if these images come from "
+            if self.output.camera_intrinsics == "shared" and spread > 0.1 and len(set(result.image_sizes)) == 1:
+                CONSOLE.print(f"[yellow]the per-view focal lengths vary by {spread:.0%}; if these images come from "
                               "different cameras or zoom settings, use --output.camera-intrinsics per-frame")
             metadata = {
                 "generator": "reliev3r-process-data",
@@ -104,18 +121,22 @@ class _ProcessData:
                 "window_size": self.reconstruction.window_size,
                 "window_overlap": self.reconstruction.window_overlap,
                 "network_size": list(result.depth_size),
+                **processed.report(),
             }
-            if report is not None:
-                metadata["refinement"] = {"steps": report.steps, "loss_before": report.loss_before, "loss_after": report.loss_after}
+            if network_report is not None:
+                metadata["refinement"] = network_report
             with _progress() as progress:
                 task = progress.add_task("writing dataset", total=result.num_views, info="")
-                out = write_dataset(result, self.output_dir, self.output, view_set.exif_transpose, metadata,
+                out = write_dataset(result, self.output_dir, self.output, processed.capture.exif_transpose, metadata,
                                     lambda done, total: progress.update(task, completed=done))
         CONSOLE.print(
             f"[green]wrote {out}[/green]: {result.num_views} frames, {len(result.points)} points, "
             f"{len(result.windows)} window(s), {time.perf_counter() - started:.1f} s. Next: ns-train splatfacto --data {out}"
         )
         return out
+
+
+STAGES = {"matching": "matching images (SIFT)", "reconstructing": "FFRM windows", "refining": "refining views (weak losses)"}
 
 
 @dataclass

@@ -55,13 +55,20 @@ def prediction_from_dataset(folder: Path) -> CameraSet:
     if all("depth_file_path" in f for f in frames):
         depth = [read_depth(folder / f["depth_file_path"]) for f in frames]
     points = read_ply(folder / meta["ply_file_path"])[0] if meta.get("ply_file_path") and (folder / meta["ply_file_path"]).is_file() else None
+    sizes = {(f["height"], f["width"]) for f in frames}
     return CameraSet(str(folder), list(names), np.stack([f["cam_to_world"] for f in frames]), np.stack([f["intrinsics"] for f in frames]),
-                     (frames[0]["height"], frames[0]["width"]), depth, points, len(frames))
+                     sizes.pop() if len(sizes) == 1 else None, depth, points, _source_image_count(meta, len(frames)))
+
+
+def _source_image_count(meta: Dict, num_frames: int) -> int:
+    """Images the dataset was made from: its frames plus those it left out (unregistered)."""
+    return num_frames + len(meta.get("reliev3r", {}).get("left_out", {}))
 
 
 def prediction_from_reconstruction(reconstruction, source: str) -> CameraSet:
+    sizes = set(reconstruction.image_sizes)
     return CameraSet(source, [p.name for p in reconstruction.image_paths], reconstruction.cam_to_world, reconstruction.intrinsics,
-                     reconstruction.image_size, list(reconstruction.depth), reconstruction.points, reconstruction.num_views)
+                     sizes.pop() if len(sizes) == 1 else None, list(reconstruction.depth), reconstruction.points, reconstruction.num_views)
 
 
 # ------------------------------------------------------------------------------------- references
@@ -114,10 +121,12 @@ def load_reference(path: Path) -> CameraSet:
     )
 
 
-def run_colmap_sfm(image_paths: Sequence[Path], workdir: Path, single_camera: bool = True) -> Tuple[CameraSet, Dict[str, float]]:
+def run_colmap_sfm(image_paths: Sequence[Path], workdir: Path, single_camera: bool = False) -> Tuple[CameraSet, Dict[str, float]]:
     """pycolmap's full SfM (SIFT extraction, exhaustive matching, incremental mapping) on the images.
 
-    Returns the largest model and the wall time of each stage. The images are linked into one folder
+    Cameras as a COLMAP user gets them by default (``CameraMode.AUTO``: one camera per image size and
+    EXIF focal length), so a collection of photos of different sizes registers; ``single_camera``
+    forces one camera for all. Returns the largest model and the wall time of each stage. The images are linked into one folder
     so names stay unique."""
     import pycolmap
 
@@ -191,13 +200,14 @@ def evaluate(pred: CameraSet, ref: CameraSet, max_cloud_points: int = 20_000) ->
                         sim3.apply_to_points(pred_c2w[:, :3, 3]).numpy(), ref_c2w[:, :3, 3].numpy())
 
     ref_points = ref.points
-    if pred.depth is not None and ref.depth is not None and ref.intrinsics is not None and pred.intrinsics is not None:
+    if (pred.depth is not None and ref.depth is not None and ref.intrinsics is not None and pred.intrinsics is not None
+            and pred.image_size is not None):
         H, W = ref.depth[ri[0]].shape
         pred_depth = torch.stack([_resize_depth(pred.depth[p], (H, W)) for p in pi])
         gt_depth = torch.stack([torch.from_numpy(np.asarray(ref.depth[r], dtype=np.float64)) for r in ri])
         valid = torch.isfinite(gt_depth) & (gt_depth > 0)
         metrics.update(depth_metrics(pred_depth, gt_depth, valid))
-        scale = (H / pred.image_size[0], W / pred.image_size[1]) if pred.image_size else (1.0, 1.0)
+        scale = (H / pred.image_size[0], W / pred.image_size[1])
         pred_K = torch.from_numpy(pred.intrinsics[pi]).double().clone()
         pred_K[:, 0] *= scale[1]
         pred_K[:, 1] *= scale[0]

@@ -34,9 +34,10 @@ from rich.console import Console
 
 from reliev3r_ns.data.ply import read_ply
 from reliev3r_ns.data.synthetic_dataset import cache_dir
-from reliev3r_ns.labels import config_key, file_key, open_view_set
+from reliev3r_ns.labels import config_key, file_key
 from reliev3r_ns.process.dataset import DatasetWriterConfig, write_dataset
-from reliev3r_ns.process.reconstruct import ReconstructionConfig, reconstruct
+from reliev3r_ns.process.pipeline import CaptureConfig, capture_files, print_capture_report, process_capture
+from reliev3r_ns.process.reconstruct import ReconstructionConfig
 
 CONSOLE = Console()
 NO_CHECKPOINT = ("reliev3r-data needs an FFRM checkpoint: --checkpoint ffrm.pt. Train one with `ns-train reliev3r`, "
@@ -70,6 +71,8 @@ class Reliev3rDataParserConfig(NerfstudioDataParserConfig):
     checkpoint: Optional[Path] = None
     """Standalone FFRM checkpoint (reliev3r-export-ffrm)."""
     reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    """Matching, ordering and view refinement, as in reliev3r-process-data."""
     camera_intrinsics: Literal["shared", "per-frame"] = "shared"
     device: str = "auto"
     processed_cache: Optional[Path] = None
@@ -90,10 +93,10 @@ class Reliev3rDataParser(DataParser):
         config = self.config
         if config.checkpoint is None or not Path(config.checkpoint).is_file():
             raise FileNotFoundError(NO_CHECKPOINT if config.checkpoint is None else f"{config.checkpoint}: no such checkpoint. {NO_CHECKPOINT}")
-        view_set = open_view_set(config.data)
-        options = {"reconstruction": dataclasses.asdict(config.reconstruction), "camera_intrinsics": config.camera_intrinsics,
-                   "exif_transpose": view_set.exif_transpose}
-        key = config_key({"images": file_key(view_set.image_paths), "checkpoint": file_key([Path(config.checkpoint)]), "options": options})
+        files, exif_transpose = capture_files(config.data)
+        options = {"reconstruction": dataclasses.asdict(config.reconstruction), "capture": dataclasses.asdict(config.capture),
+                   "camera_intrinsics": config.camera_intrinsics, "exif_transpose": exif_transpose}
+        key = config_key({"images": file_key(sorted(files)), "checkpoint": file_key([Path(config.checkpoint)]), "options": options})
         target = (config.processed_cache or cache_dir() / "processed") / key
         if (target / "transforms.json").is_file():
             CONSOLE.print(f"reliev3r-data: using the reconstruction in {target}")
@@ -101,10 +104,12 @@ class Reliev3rDataParser(DataParser):
         from reliev3r_ns.model import FFRM, resolve_device
 
         model = FFRM.from_checkpoint(config.checkpoint, map_location=resolve_device(config.device)).eval()
-        CONSOLE.print(f"reliev3r-data: reconstructing {view_set.num_views} images of {config.data} with {config.checkpoint}")
-        result = reconstruct(model, view_set.image_paths, config.reconstruction, exif_transpose=view_set.exif_transpose)
-        metadata = {"generator": "reliev3r-data", "checkpoint": str(Path(config.checkpoint).resolve()), "source": str(Path(config.data).resolve()), **options}
-        write_dataset(result, target, DatasetWriterConfig(camera_intrinsics=config.camera_intrinsics), view_set.exif_transpose,
+        CONSOLE.print(f"reliev3r-data: reconstructing the images of {config.data} with {config.checkpoint}")
+        processed = process_capture(model, config.data, config.reconstruction, config.capture)
+        print_capture_report(processed, CONSOLE)
+        metadata = {"generator": "reliev3r-data", "checkpoint": str(Path(config.checkpoint).resolve()), "source": str(Path(config.data).resolve()),
+                    **options, **processed.report()}
+        write_dataset(processed.reconstruction, target, DatasetWriterConfig(camera_intrinsics=config.camera_intrinsics), exif_transpose,
                       json.loads(json.dumps(metadata)))
         return target
 

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, Optional
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 import torch
@@ -43,8 +43,10 @@ _COPYABLE = {".png", ".jpg", ".jpeg"}
 @dataclass
 class DatasetWriterConfig:
     camera_intrinsics: Literal["shared", "per-frame"] = "shared"
-    """'shared': one camera for every frame (the median of the FFRM's per-view intrinsics; right for
-    one camera / a video, like COLMAP's single-camera mode); 'per-frame': each view's own prediction."""
+    """'shared': one camera per image size (the median of the FFRM's per-view intrinsics of that
+    size; for a video or one camera that is one camera for every frame, COLMAP's ``CameraMode.AUTO``);
+    'per-frame': each view's own prediction. Images of different sizes always carry their own
+    w / h / fl_x / fl_y / cx / cy per frame, which nerfstudio reads."""
     num_downscales: int = 3
     """Also write images_2, images_4, ... up to 2**num_downscales (as ns-process-data does)."""
     colmap: bool = False
@@ -101,25 +103,43 @@ def write_images(image_paths: List[Path], root: Path, num_downscales: int, exif_
     return relative
 
 
+def camera_intrinsics_per_view(reconstruction: Reconstruction, camera_intrinsics: str) -> Tuple[np.ndarray, List[int]]:
+    """(N, 3, 3) intrinsics as written and each view's camera number: with 'shared', views of one
+    image size share one camera (the median of theirs); with 'per-frame', every view is its own."""
+    N = reconstruction.num_views
+    if camera_intrinsics == "per-frame":
+        return reconstruction.intrinsics.copy(), list(range(N))
+    cameras: Dict[Tuple[int, int], int] = {}
+    camera_of = [cameras.setdefault(size, len(cameras)) for size in reconstruction.image_sizes]
+    K = np.zeros_like(reconstruction.intrinsics)
+    for c in range(len(cameras)):
+        members = [i for i in range(N) if camera_of[i] == c]
+        K[members] = shared_intrinsics(reconstruction.intrinsics[members])
+    return K, camera_of
+
+
 def transforms_json(reconstruction: Reconstruction, file_paths: List[str], camera_intrinsics: str,
                     metadata: Optional[Dict[str, Any]] = None, depth_paths: Optional[List[str]] = None) -> Dict[str, Any]:
-    H, W = reconstruction.image_size
     meta: Dict[str, Any] = {}
-    K_shared = shared_intrinsics(reconstruction.intrinsics) if camera_intrinsics == "shared" else None
+    intrinsics, camera_of = camera_intrinsics_per_view(reconstruction, camera_intrinsics)
     frames = []
     for i, file_path in enumerate(file_paths):
-        K = K_shared if K_shared is not None else reconstruction.intrinsics[i]
-        frame = frame_to_transforms_json(reconstruction.cam_to_world[i], K, W, H)
+        H, W = reconstruction.image_sizes[i]
+        frame = frame_to_transforms_json(reconstruction.cam_to_world[i], intrinsics[i], W, H)
         frame["file_path"] = file_path
         if depth_paths is not None:
             frame["depth_file_path"] = depth_paths[i]
         frames.append(frame)
-    if K_shared is not None:
+    if len(set(camera_of)) == 1:
         # nerfstudio reads a camera given once at the top level for every frame.
         for key in ("camera_model", "fl_x", "fl_y", "cx", "cy", "w", "h"):
             meta[key] = frames[0][key]
             for frame in frames:
                 del frame[key]
+    else:
+        meta["camera_model"] = "PINHOLE"
+        for frame in frames:
+            del frame["camera_model"]
     meta["frames"] = [{"file_path": f.pop("file_path"), **f} for f in frames]
     meta["ply_file_path"] = PLY_FILE
     # Which input image each frame is (reliev3r-eval matches frames to a reference by these names).
@@ -131,17 +151,15 @@ def write_colmap_text(reconstruction: Reconstruction, file_paths: List[str], fol
     """COLMAP's text model: PINHOLE cameras, world-to-camera poses (COLMAP's camera axes are
     OpenCV's), the cloud as points3D without tracks. COLMAP's pixel convention is nerfstudio's."""
     folder.mkdir(parents=True)
-    H, W = reconstruction.image_size
     N = reconstruction.num_views
-    if camera_intrinsics == "shared":
-        cameras = [intrinsics_opencv_to_nerfstudio(shared_intrinsics(reconstruction.intrinsics))]
-        camera_of = [1] * N
-    else:
-        cameras = [intrinsics_opencv_to_nerfstudio(K) for K in reconstruction.intrinsics]
-        camera_of = list(range(1, N + 1))
+    intrinsics, camera_index = camera_intrinsics_per_view(reconstruction, camera_intrinsics)
+    camera_of = [c + 1 for c in camera_index]
     lines = ["# Camera list with one line of data per camera:", "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
-    for k, K in enumerate(cameras):
-        lines.append(f"{k + 1} PINHOLE {W} {H} {K[0, 0]:.10g} {K[1, 1]:.10g} {K[0, 2]:.10g} {K[1, 2]:.10g}")
+    for c in range(len(set(camera_index))):
+        i = camera_index.index(c)
+        H, W = reconstruction.image_sizes[i]
+        K = intrinsics_opencv_to_nerfstudio(intrinsics[i])
+        lines.append(f"{c + 1} PINHOLE {W} {H} {K[0, 0]:.10g} {K[1, 1]:.10g} {K[0, 2]:.10g} {K[1, 2]:.10g}")
     (folder / "cameras.txt").write_text("\n".join(lines) + "\n")
 
     world_to_cam = invert_pose(torch.from_numpy(reconstruction.cam_to_world))

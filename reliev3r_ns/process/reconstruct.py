@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reliev3r_ns.data.scene_io import SceneFormatError, common_image_size, read_rgb
+from reliev3r_ns.data.scene_io import SceneFormatError, image_size
+from reliev3r_ns.process.capture import read_rgb_reduced
 from reliev3r_ns.geometry import Sim3, scale_intrinsics, umeyama_alignment, unproject_depth_to_world
 from reliev3r_ns.model import FFRM
 
@@ -60,16 +61,18 @@ class ReconstructionConfig:
 
 @dataclass
 class Reconstruction:
-    """The registered result. Per view: OpenCV camera-to-world, intrinsics at the *image* size, and
-    depth / confidence at the network size ``depth_size``; the cloud is in the same world frame."""
+    """The registered result. Per view: OpenCV camera-to-world, intrinsics at the view's *own* image
+    size (views may differ in size and orientation), and depth / confidence / colours at network
+    resolution covering exactly that view's image; the cloud is in the same world frame."""
 
     image_paths: List[Path]
-    image_size: Tuple[int, int]  # (H, W) of the images
-    depth_size: Tuple[int, int]  # (h, w) of depth / confidence
+    image_sizes: List[Tuple[int, int]]  # (H, W) of each image, upright
+    depth_size: Tuple[int, int]  # (h, w) of the network input
     cam_to_world: np.ndarray  # (N, 4, 4) float64
-    intrinsics: np.ndarray  # (N, 3, 3) float64, OpenCV, at image_size
-    depth: np.ndarray  # (N, h, w) float32
-    confidence: np.ndarray  # (N, h, w) float32
+    intrinsics: np.ndarray  # (N, 3, 3) float64, OpenCV, each at its image's size
+    depth: List[np.ndarray]  # per view (h_v, w_v) float32
+    confidence: List[np.ndarray]  # per view (h_v, w_v) float32
+    view_colours: List[np.ndarray]  # per view (h_v, w_v, 3) uint8: the pixels the network saw
     points: np.ndarray  # (M, 3) float32
     colours: np.ndarray  # (M, 3) uint8
     windows: List[List[int]] = field(default_factory=list)
@@ -79,6 +82,19 @@ class Reconstruction:
     @property
     def num_views(self) -> int:
         return len(self.image_paths)
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        """The one (H, W) of a set whose images share it."""
+        if len(set(self.image_sizes)) != 1:
+            raise ValueError("the images have different sizes; use image_sizes")
+        return self.image_sizes[0]
+
+    def depth_intrinsics(self, index: int) -> np.ndarray:
+        """View ``index``'s intrinsics at its depth map's resolution."""
+        H, W = self.image_sizes[index]
+        h, w = self.depth[index].shape
+        return scale_intrinsics(torch.from_numpy(self.intrinsics[index]), w / W, h / H).numpy()
 
 
 def plan_windows(num_views: int, window_size: int, overlap: int) -> List[List[int]]:
@@ -93,17 +109,70 @@ def plan_windows(num_views: int, window_size: int, overlap: int) -> List[List[in
     return [list(range(s, s + window_size)) for s in starts]
 
 
-def check_image_set(image_paths: Sequence[Path], exif_transpose: bool) -> Tuple[int, int]:
-    """Fail early, naming files, for sets the FFRM cannot reconstruct as one."""
+def check_image_set(image_paths: Sequence[Path], exif_transpose: bool) -> List[Tuple[int, int]]:
+    """Fail early, naming files, for sets the FFRM cannot reconstruct; returns each image's (H, W)."""
     if len(image_paths) == 0:
         raise SceneFormatError("no images to reconstruct")
     if len(image_paths) < 2:
         raise SceneFormatError(
             f"{image_paths[0]}: only one image; a reconstruction needs at least two overlapping views"
         )
-    return common_image_size(
-        image_paths, exif_transpose, advice="one camera per set: resize or split them into folders of one size each"
-    )
+    return [image_size(Path(p), exif_transpose) for p in image_paths]
+
+
+@dataclass
+class CanvasPlacement:
+    """Where one image sits in the network's common input (the canvas): resized by (scale_x,
+    scale_y) network pixels per image pixel into a (height, width) block at (offset_x, offset_y).
+
+    Images of the set's most common size fill the canvas (resized, the aspect ratio kept to within
+    the patch rounding, as before). Any other image is resized to fit inside it whole and centred,
+    the rest padded (VGGT's "pad" preprocessing): a portrait photo among landscape ones keeps all of
+    its pixels, where a centre crop would throw away most of it, and its intrinsics stay a plain
+    scale + offset of the network's."""
+
+    scale_x: float
+    scale_y: float
+    offset_x: int
+    offset_y: int
+    height: int
+    width: int
+
+    @classmethod
+    def fit(cls, image_hw: Tuple[int, int], canvas_hw: Tuple[int, int], fill: bool) -> "CanvasPlacement":
+        (H, W), (h, w) = image_hw, canvas_hw
+        if fill:
+            return cls(w / W, h / H, 0, 0, h, w)
+        s = min(w / W, h / H)
+        ww, hh = min(w, max(1, round(W * s))), min(h, max(1, round(H * s)))
+        return cls(ww / W, hh / H, (w - ww) // 2, (h - hh) // 2, hh, ww)
+
+    def intrinsics_to_image(self, K_canvas: Tensor) -> Tensor:
+        """Canvas intrinsics (..., 3, 3) -> the image's own (pixel centres at integers)."""
+        K = K_canvas.clone()
+        K[..., 0, 0] = K_canvas[..., 0, 0] / self.scale_x
+        K[..., 1, 1] = K_canvas[..., 1, 1] / self.scale_y
+        K[..., 0, 2] = (K_canvas[..., 0, 2] - self.offset_x + 0.5) / self.scale_x - 0.5
+        K[..., 1, 2] = (K_canvas[..., 1, 2] - self.offset_y + 0.5) / self.scale_y - 0.5
+        return K
+
+    def crop(self, canvas_map: Tensor) -> Tensor:
+        """The part of a (..., h, w[, C]) canvas map that shows the image."""
+        return canvas_map[..., self.offset_y:self.offset_y + self.height, self.offset_x:self.offset_x + self.width]
+
+
+def _load_on_canvas(path: Path, placement: CanvasPlacement, canvas_hw: Tuple[int, int], exif_transpose: bool) -> Tensor:
+    """(3, h, w) float in [0, 1]: the image decoded at a bounded size, resized into its block, the
+    rest of the canvas at the normalisation mean (so padding normalises to zero)."""
+    from reliev3r_ns.model.ffrm import IMAGENET_MEAN
+
+    pixels = read_rgb_reduced(path, max(placement.height, placement.width) * 2, exif_transpose)
+    image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)[None]
+    if image.shape[-2:] != (placement.height, placement.width):
+        image = F.interpolate(image, size=(placement.height, placement.width), mode="bilinear", align_corners=False, antialias=True)
+    canvas = torch.tensor(IMAGENET_MEAN).view(3, 1, 1).expand(3, *canvas_hw).clone()
+    canvas[:, placement.offset_y:placement.offset_y + placement.height, placement.offset_x:placement.offset_x + placement.width] = image[0]
+    return canvas
 
 
 def _robust_sim3(source: Tensor, target: Tensor, weights: Tensor, iterations: int = 4) -> Sim3:
@@ -139,9 +208,44 @@ def _voxel_downsample(points: np.ndarray, colours: np.ndarray, voxel: float) -> 
     return (out_p / counts[:, None]).astype(np.float32), np.clip(np.rint(out_c / counts[:, None]), 0, 255).astype(np.uint8)
 
 
+def build_cloud(reconstruction: "Reconstruction", config: "ReconstructionConfig") -> Tuple[np.ndarray, np.ndarray]:
+    """The coloured cloud of every view's confident pixels, voxel-downsampled view block by view block
+    (so memory stays bounded by a block, not the set), capped at ``config.max_points``."""
+    N = reconstruction.num_views
+    voxel = config.voxel_fraction * float(np.median(np.concatenate([d.ravel() for d in reconstruction.depth])))
+    cloud_p, cloud_c = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
+    for start in range(0, N, 16):
+        new_p, new_c = [cloud_p], [cloud_c]
+        for i in range(start, min(N, start + 16)):
+            conf = reconstruction.confidence[i]
+            threshold = np.percentile(conf, config.confidence_percentile) if config.confidence_percentile > 0 else -np.inf
+            keep = conf >= threshold
+            world = unproject_depth_to_world(torch.from_numpy(reconstruction.depth[i]).double()[None],
+                                             torch.from_numpy(reconstruction.depth_intrinsics(i))[None],
+                                             torch.from_numpy(reconstruction.cam_to_world[i])[None])[0].numpy()
+            new_p.append(world[keep].astype(np.float32))
+            new_c.append(reconstruction.view_colours[i][keep])
+        cloud_p, cloud_c = np.concatenate(new_p), np.concatenate(new_c)
+        if voxel > 0 and math.isfinite(voxel):
+            cloud_p, cloud_c = _voxel_downsample(cloud_p, cloud_c, voxel)
+    if len(cloud_p) > config.max_points:
+        keep = np.random.default_rng(config.seed).choice(len(cloud_p), config.max_points, replace=False)
+        cloud_p, cloud_c = cloud_p[keep], cloud_c[keep]
+    return cloud_p, cloud_c
+
+
 def default_resolution(model: FFRM) -> int:
     size = getattr(model, "checkpoint_extra", {}).get("image_size")
     return int(max(size)) if size else 518
+
+
+def canvas_size(model: FFRM, image_sizes: Sequence[Tuple[int, int]], resolution: Optional[int]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """(the network's input (h, w), the set's most common image size (H, W), which fills it)."""
+    counts: Dict[Tuple[int, int], int] = {}
+    for size in image_sizes:
+        counts[size] = counts.get(size, 0) + 1
+    common = max(counts, key=lambda s: (counts[s], s[1] >= s[0], s))  # ties: landscape, then larger
+    return model.inference_size(*common, resolution), common
 
 
 @torch.no_grad()
@@ -151,36 +255,37 @@ def reconstruct(
     config: ReconstructionConfig = ReconstructionConfig(),
     exif_transpose: bool = True,
     progress: Optional[Callable[[int, int], None]] = None,
+    image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
 ) -> Reconstruction:
     """Run the FFRM over ``image_paths`` (in order) window by window and register the windows.
 
-    ``progress(done_windows, total_windows)`` is called after each window.
+    Images may differ in size (see :class:`CanvasPlacement`); ``image_sizes`` (H, W, upright) saves
+    reading their headers again. ``progress(done_windows, total_windows)`` is called after each window.
     """
     config.validate()
     image_paths = [Path(p) for p in image_paths]
-    H, W = check_image_set(image_paths, exif_transpose)
+    sizes = list(image_sizes) if image_sizes is not None else check_image_set(image_paths, exif_transpose)
+    if len(image_paths) < 2:
+        check_image_set(image_paths, exif_transpose)
     N = len(image_paths)
     device = next(model.parameters()).device
     resolution = config.resolution or default_resolution(model)
-    h, w = model.inference_size(H, W, resolution)
+    (h, w), common = canvas_size(model, sizes, resolution)
+    placements = [CanvasPlacement.fit(size, (h, w), fill=size == common) for size in sizes]
     windows = plan_windows(N, config.window_size, config.window_overlap)
 
     cam_to_world = np.zeros((N, 4, 4), np.float64)
     intrinsics = np.zeros((N, 3, 3), np.float64)
-    depth = np.zeros((N, h, w), np.float32)
-    confidence = np.zeros((N, h, w), np.float32)
+    depth: List[Optional[np.ndarray]] = [None] * N
+    confidence: List[Optional[np.ndarray]] = [None] * N
+    view_colours: List[Optional[np.ndarray]] = [None] * N
     registered = np.zeros(N, bool)
-    cloud_p = np.zeros((0, 3), np.float32)
-    cloud_c = np.zeros((0, 3), np.uint8)
-    voxel: Optional[float] = None
     transforms: List[Dict[str, object]] = []
-    previous_points: Dict[int, Tensor] = {}  # view -> (h, w, 3) registered world points (last window only)
+    previous_points: Dict[int, Tensor] = {}  # view -> (h_v, w_v, 3) registered world points (last window only)
     generator = np.random.default_rng(config.seed)
 
     for k, window in enumerate(windows):
-        pixels = np.stack([read_rgb(image_paths[i], exif_transpose=exif_transpose) for i in window])
-        images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0).to(device)
-        net_images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False, antialias=True) if (h, w) != (H, W) else images
+        net_images = torch.stack([_load_on_canvas(image_paths[i], placements[i], (h, w), exif_transpose) for i in window]).to(device)
         prediction = model.infer(net_images, autocast_dtype=torch.bfloat16 if config.autocast_bf16 else None)
         c2w = prediction.cam_to_world.double()  # (V, 4, 4) in this window's frame
         d = prediction.depth.double()  # (V, h, w)
@@ -193,9 +298,10 @@ def reconstruct(
         shared = [i for i in window if registered[i]]
         if shared:
             positions = [window.index(i) for i in shared]
-            source = points[positions].reshape(-1, 3)
-            target = torch.stack([previous_points[i] for i in shared]).reshape(-1, 3)
-            weights = torch.minimum(conf[positions].reshape(-1), torch.from_numpy(confidence[shared]).to(conf.device).reshape(-1)).double()
+            source = torch.cat([placements[i].crop(points[p].permute(2, 0, 1)).permute(1, 2, 0).reshape(-1, 3) for p, i in zip(positions, shared)])
+            target = torch.cat([previous_points[i].reshape(-1, 3) for i in shared])
+            weights = torch.cat([torch.minimum(placements[i].crop(conf[p]).reshape(-1), torch.from_numpy(confidence[i]).to(conf.device).reshape(-1))
+                                 for p, i in zip(positions, shared)]).double()
             if len(source) > 50_000:  # plenty for 7 parameters; keeps the SVDs cheap
                 keep = torch.from_numpy(generator.choice(len(source), 50_000, replace=False)).to(source.device)
                 source, target, weights = source[keep], target[keep], weights[keep]
@@ -207,49 +313,39 @@ def reconstruct(
 
         c2w_world = sim3.apply_to_cam_to_world(c2w)
         d_world = d * sim3.scale
-        points_world = sim3.apply_to_points(points.reshape(-1, 3)).reshape(points.shape)
-        K_image = scale_intrinsics(prediction.intrinsics.double(), W / w, H / h)
+        K_canvas = prediction.intrinsics.double()
         colours_net = (net_images.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8)
 
-        new_points, new_colours = [], []
         for position, i in enumerate(window):
             if registered[i]:
                 continue
+            placement = placements[i]
             cam_to_world[i] = c2w_world[position].cpu().numpy()
-            intrinsics[i] = K_image[position].cpu().numpy()
-            depth[i] = d_world[position].float().cpu().numpy()
-            confidence[i] = conf[position].cpu().numpy()
+            intrinsics[i] = placement.intrinsics_to_image(K_canvas[position]).cpu().numpy()
+            depth[i] = placement.crop(d_world[position]).float().cpu().numpy().copy()
+            confidence[i] = placement.crop(conf[position]).cpu().numpy().copy()
+            view_colours[i] = placement.crop(colours_net[position].permute(2, 0, 1)).permute(1, 2, 0).cpu().numpy().copy()
             registered[i] = True
-            threshold = np.percentile(confidence[i], config.confidence_percentile) if config.confidence_percentile > 0 else -np.inf
-            keep = (conf[position] >= float(threshold)).cpu().numpy()
-            new_points.append(points_world[position].float().cpu().numpy()[keep])
-            new_colours.append(colours_net[position].cpu().numpy()[keep])
         # The next window aligns onto these views' *kept* (first) estimates.
         previous_points = {}
         for i in window:
+            H_i, W_i = sizes[i]
+            h_i, w_i = depth[i].shape
             previous_points[i] = unproject_depth_to_world(
                 torch.from_numpy(depth[i]).double().to(device)[None],
-                scale_intrinsics(torch.from_numpy(intrinsics[i]).to(device)[None], w / W, h / H),
+                scale_intrinsics(torch.from_numpy(intrinsics[i]).to(device)[None], w_i / W_i, h_i / H_i),
                 torch.from_numpy(cam_to_world[i]).to(device)[None],
             )[0]
-
-        if new_points:
-            if voxel is None:
-                voxel = config.voxel_fraction * float(np.median(depth[registered]))
-            cloud_p = np.concatenate([cloud_p, *new_points])
-            cloud_c = np.concatenate([cloud_c, *new_colours])
-            if voxel > 0:
-                cloud_p, cloud_c = _voxel_downsample(cloud_p, cloud_c, voxel)
         if progress:
             progress(k + 1, len(windows))
 
-    if len(cloud_p) > config.max_points:
-        keep = generator.choice(len(cloud_p), config.max_points, replace=False)
-        cloud_p, cloud_c = cloud_p[keep], cloud_c[keep]
-    return Reconstruction(
-        image_paths=image_paths, image_size=(H, W), depth_size=(h, w), cam_to_world=cam_to_world, intrinsics=intrinsics,
-        depth=depth, confidence=confidence, points=cloud_p, colours=cloud_c, windows=windows, window_transforms=transforms,
+    result = Reconstruction(
+        image_paths=image_paths, image_sizes=sizes, depth_size=(h, w), cam_to_world=cam_to_world, intrinsics=intrinsics,
+        depth=depth, confidence=confidence, view_colours=view_colours, points=np.zeros((0, 3), np.float32),
+        colours=np.zeros((0, 3), np.uint8), windows=windows, window_transforms=transforms,
     )
+    result.points, result.colours = build_cloud(result, config)
+    return result
 
 
 def shared_intrinsics(intrinsics: np.ndarray) -> np.ndarray:
