@@ -69,15 +69,17 @@ class ViewRefineConfig:
     lr_depth: float = 1e-2
     lr_focal: float = 1e-2
     focal_init: str = "prior"
-    """Starting focal length: 'prior' (COLMAP's guess without EXIF: 1.2 x the longer image side),
-    'ffrm' (the network's prediction; right for a network trained on real photos), or a number of
-    pixels for the longer side. EXIF focal lengths, where a photo has them, are passed in by the
-    caller and win over both."""
+    """Starting focal length: 'prior' (COLMAP's guess without EXIF: 1.2 x the longer image side, a
+    45 degree view), 'ffrm' (the network's prediction; right for a network trained on real photos),
+    'wide' (0.5 x the longer side, 90 degrees), a number of pixels for the longer side, or 'search'
+    (a short refinement from each of ffrm, prior and wide, then the full one from the lowest loss;
+    on forward motion the loss barely tells focal lengths apart, so it can pick a wrong one). EXIF
+    focal lengths, where a photo has one, are passed in by the caller and win over all of these."""
     initialisation: str = "best"
     """'best' (the FFRM's cameras or two-view chaining, whichever fits the matches better), 'ffrm', 'two-view'."""
     patience: int = 60
     """Stop when the loss has not improved by 1e-5 (relative) for this many steps (after the first quarter)."""
-    max_matches_per_pair: int = 512
+    max_matches_per_pair: int = 256
     max_matches: int = 60_000
     """All pairs together keep at most about this many matches (each pair its most confident share):
     a step's cost grows with the matches, the poses' accuracy hardly beyond a few hundred per pair."""
@@ -108,6 +110,7 @@ class ViewRefineResult:
     median_error_px_after: float
     curve: List[float]
     view_error_px: np.ndarray  # (N,) median error of the matches each view takes part in, after
+    focal_trials: Optional[Dict[str, float]] = None  # focal_init='search': each start's loss after its trial
 
 
 # ---------------------------------------------------------------------------------- observations
@@ -252,8 +255,61 @@ def two_view_chain(graph: MatchGraph, intrinsics: np.ndarray, obs: _Observations
     return cam_to_world, scale
 
 
+def _spread_offsets(uv: np.ndarray, offsets: np.ndarray, size_hw: Tuple[int, int], map_hw: Tuple[int, int]) -> np.ndarray:
+    """The matched keypoints' own log-depth offsets spread onto a (h, w) map by normalised Gaussian
+    convolution (sigma 1/64 of the longer side), fading to 0 away from any keypoint: the written
+    depth maps then agree with the refined geometry where the matches are, and stay the smooth
+    teacher-shaped maps elsewhere."""
+    import cv2
+
+    h, w = map_hw
+    H, W = size_hw
+    value, weight = np.zeros((h, w)), np.zeros((h, w))
+    if len(uv):
+        x = np.clip(np.rint((uv[:, 0] + 0.5) * w / W - 0.5), 0, w - 1).astype(np.int64)
+        y = np.clip(np.rint((uv[:, 1] + 0.5) * h / H - 0.5), 0, h - 1).astype(np.int64)
+        np.add.at(value, (y, x), offsets)
+        np.add.at(weight, (y, x), 1.0)
+    sigma = max(h, w) / 64.0
+    value, weight = cv2.GaussianBlur(value, (0, 0), sigma), cv2.GaussianBlur(weight, (0, 0), sigma)
+    peak = 1.0 / (2.0 * math.pi * sigma * sigma)  # one keypoint's weight at its own pixel
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(weight > 1e-12, value / weight, 0.0)
+    return mean * np.minimum(1.0, weight / (0.5 * peak))
+
+
 # ------------------------------------------------------------------------------------- refinement
 def refine_views(
+    graph: MatchGraph,
+    image_sizes: Sequence[Tuple[int, int]],
+    cam_to_world: np.ndarray,
+    intrinsics: np.ndarray,
+    teacher_depth: Sequence[np.ndarray],
+    config: ViewRefineConfig = ViewRefineConfig(),
+    initial_depth: Optional[Sequence[np.ndarray]] = None,
+    exif_focal: Optional[Sequence[Optional[float]]] = None,
+    progress: Optional[Callable[[int, int, float], None]] = None,
+) -> ViewRefineResult:
+    """Refine the cameras and depth of one connected group of views (see :func:`_refine_views`);
+    with ``focal_init='search'`` after a short trial from each starting focal length."""
+    config.validate()
+    args = (graph, image_sizes, cam_to_world, intrinsics, teacher_depth)
+    if config.focal_init != "search" or (exif_focal is not None and all(exif_focal)):
+        return _refine_views(*args, config, initial_depth, exif_focal, progress)
+    trial_steps = max(1, config.steps // 4)
+    trials = {}
+    for k, candidate in enumerate(("ffrm", "prior", "wide")):
+        trial = dataclasses.replace(config, focal_init=candidate, steps=trial_steps, patience=trial_steps)
+        report = (lambda done, total, loss, k=k: progress(k * trial_steps + done, 3 * trial_steps + config.steps, loss)) if progress else None
+        trials[candidate] = _refine_views(*args, trial, initial_depth, exif_focal, report).loss_after
+    best = min(trials, key=trials.get)
+    report = (lambda done, total, loss: progress(3 * trial_steps + done, 3 * trial_steps + config.steps, loss)) if progress else None
+    result = _refine_views(*args, dataclasses.replace(config, focal_init=best), initial_depth, exif_focal, report)
+    result.focal_trials = trials
+    return result
+
+
+def _refine_views(
     graph: MatchGraph,
     image_sizes: Sequence[Tuple[int, int]],
     cam_to_world: np.ndarray,
@@ -291,6 +347,8 @@ def refine_views(
     longer = torch.tensor([float(max(size)) for size in image_sizes], dtype=torch.float64)
     if config.focal_init == "prior":
         focal0 = 1.2 * longer
+    elif config.focal_init == "wide":
+        focal0 = 0.5 * longer
     elif config.focal_init != "ffrm":
         focal0 = torch.full_like(focal0, float(config.focal_init)) * longer / longer.max()
     if exif_focal is not None:
@@ -454,7 +512,9 @@ def refine_views(
             t = np.asarray(teacher_depth[v], np.float64)
             smooth = F.interpolate(grid[v:v + 1].double(), size=t.shape, mode="bicubic", align_corners=False)[0, 0].numpy()
             factor = math.exp(float(scales()[v])) * centre_scale
-            depth_out.append((t * np.exp(smooth) * factor).astype(np.float32))
+            sel = obs.view == v
+            detail = _spread_offsets(obs.uv[sel].double().numpy(), offsets.detach()[sel].double().numpy(), image_sizes[v], t.shape)
+            depth_out.append((t * np.exp(smooth + detail) * factor).astype(np.float32))
     return ViewRefineResult(c2w, K.double().numpy(), depth_out, chosen, steps_done, float(loss0), float(loss1), median_px(err0), median_px(err1), curve, view_error)
 
 

@@ -46,6 +46,9 @@ class CaptureConfig:
     file-name order."""
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     refine_views: ViewRefineConfig = field(default_factory=ViewRefineConfig)
+    max_view_error_px: float = 4.0
+    """After refinement, a view whose matches' median error stays above this is left out (named) and
+    the rest refined again, at most twice."""
 
 
 @dataclass
@@ -137,10 +140,27 @@ def process_capture(model: FFRM, folder: Path, reconstruction: ReconstructionCon
         progress("refining", 0, 0, "skipped: the matches do not connect every view")
     if config.refine_views.steps > 0 and connected:
         started = time.perf_counter()
-        exif_focal = [capture.focal_px.get(p.name) for p in result.image_paths]
-        refinement = refine_views(graph, result.image_sizes, result.cam_to_world, result.intrinsics, result.depth, config.refine_views,
-                                  exif_focal=exif_focal,
-                                  progress=(lambda done, total, loss: progress("refining", done, total, f"loss {loss:.4f}")) if progress else None)
+        for round_ in range(3):
+            exif_focal = [capture.focal_px.get(p.name) for p in result.image_paths]
+            refinement = refine_views(graph, result.image_sizes, result.cam_to_world, result.intrinsics, result.depth, config.refine_views,
+                                      exif_focal=exif_focal,
+                                      progress=(lambda done, total, loss: progress("refining", done, total, f"loss {loss:.4f}")) if progress else None)
+            # As COLMAP gives up on an image whose matches its model cannot explain, a view whose
+            # matches still disagree with the refined geometry is left out, and the rest refined again.
+            bad = [v for v, e in enumerate(refinement.view_error_px) if not e <= config.max_view_error_px]
+            if not bad or round_ == 2:
+                break
+            for v in bad:
+                left_out[result.image_paths[v].name] = (f"its matches disagree with the refined cameras (median error "
+                                                        f"{refinement.view_error_px[v]:.1f} px > {config.max_view_error_px}); it is not placed")
+            kept_graph = graph.without(bad)
+            keep = max(kept_graph.components(), key=len)
+            for v in range(result.num_views):
+                if v not in keep and v not in bad:
+                    left_out[result.image_paths[v].name] = "separated from the main group once badly matched views were left out"
+            if len(keep) < 2:
+                raise SceneFormatError(f"{folder}: no two images remain whose matches agree with one geometry; the views do not overlap enough")
+            result, graph = result.subset(keep), kept_graph.subset(keep)
         result.cam_to_world, result.intrinsics, result.depth = refinement.cam_to_world, refinement.intrinsics, refinement.depth
         result.points, result.colours = build_cloud(result, reconstruction)
         timings["refine_views"] = time.perf_counter() - started

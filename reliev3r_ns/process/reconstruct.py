@@ -14,6 +14,7 @@ FFRM's frame of the first window.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,16 @@ class Reconstruction:
         if len(set(self.image_sizes)) != 1:
             raise ValueError("the images have different sizes; use image_sizes")
         return self.image_sizes[0]
+
+    def subset(self, views: Sequence[int]) -> "Reconstruction":
+        """The same reconstruction restricted to ``views`` (in that order); the cloud is left as it
+        is (rebuild it with :func:`build_cloud`)."""
+        views = list(views)
+        return dataclasses.replace(
+            self, image_paths=[self.image_paths[v] for v in views], image_sizes=[self.image_sizes[v] for v in views],
+            cam_to_world=self.cam_to_world[views], intrinsics=self.intrinsics[views], depth=[self.depth[v] for v in views],
+            confidence=[self.confidence[v] for v in views], view_colours=[self.view_colours[v] for v in views],
+            windows=[[views.index(i) for i in w if i in views] for w in self.windows])
 
     def depth_intrinsics(self, index: int) -> np.ndarray:
         """View ``index``'s intrinsics at its depth map's resolution."""
