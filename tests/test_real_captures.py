@@ -193,3 +193,32 @@ def test_view_refinement_lowers_the_reprojection_error_on_real_frames(checkpoint
         shutil.copyfile(valley_paths()[0], lone / "a.png")
         shutil.copyfile(SHARED / "room" / "images" / "6.png", lone / "b.png")
         process_capture(FFRM.from_checkpoint(checkpoint), lone)
+
+
+@needs_shared
+def test_a_mixed_size_folder_of_real_photos_gives_a_dataset_nerfstudio_reads(checkpoint, tmp_path):
+    from reliev3r_ns.process.dataparser import PlyfileNerfstudioDataParserConfig
+
+    folder = tmp_path / "holiday"
+    folder.mkdir()
+    paths = valley_paths()[:7]
+    for k, p in enumerate(paths):
+        image = Image.open(p).convert("RGB")
+        if k in (2, 3):
+            image = image.resize((image.width * 3 // 5, image.height * 3 // 5), Image.Resampling.LANCZOS)  # a smaller camera
+        if k == 4:
+            image = image.crop((150, 0, 150 + 284, 378))  # portrait crop
+        if k == 5:  # stored turned, shown upright by its EXIF orientation, as phones write them
+            exif = image.getexif()
+            exif[0x0112] = 8
+            image.rotate(-90, expand=True).save(folder / f"IMG_{k}.jpg", quality=92, exif=exif)
+            continue
+        image.save(folder / f"IMG_{k}.jpg", quality=92)
+    out = ProcessImages(data=folder, output_dir=tmp_path / "out", checkpoint=checkpoint).main()
+    meta = json.loads((out / "transforms.json").read_text())
+    assert len(meta["frames"]) >= 6, meta["reliev3r"]["left_out"]
+    sizes = {(f["w"], f["h"]) for f in meta["frames"]}
+    assert (672, 378) in sizes and (403, 226) in sizes
+    outputs = PlyfileNerfstudioDataParserConfig(data=out, train_split_fraction=1.0).setup().get_dataparser_outputs("train")
+    assert len(outputs.image_filenames) == len(meta["frames"]) and len(outputs.metadata["points3D_xyz"]) > 100
+    assert meta["reliev3r"]["view_refinement"]["median_match_error_px_after"] < 1.5

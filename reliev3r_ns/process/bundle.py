@@ -54,8 +54,8 @@ class ViewRefineConfig:
     reprojection_weight: float = 0.5
     """Weight of the angular reprojection loss (Reliev3R's 0.5)."""
     scale_pixels: float = 1.0
-    """Cauchy scale of the angular residual, in pixels of the camera it is measured at (a SIFT match
-    is good to about a pixel). The angle is multiplied by that camera's focal length: a bare angle
+    """Cauchy scale of the angular residual, in pixels of the camera it is measured at, as SIFT saw
+    the image (at most ``MatchingConfig.max_side``; a SIFT match is good to about a pixel there). The angle is multiplied by that camera's focal length: a bare angle
     shrinks as the focal length grows, so minimising it drifts every focal length upwards (the field
     of view narrows, all angles get smaller); in pixels it measures what COLMAP's bundle adjustment does."""
     keypoint_prior_weight: float = 0.1
@@ -109,7 +109,7 @@ class ViewRefineResult:
     median_error_px_before: float
     median_error_px_after: float
     curve: List[float]
-    view_error_px: np.ndarray  # (N,) median error of the matches each view takes part in, after
+    view_error_px: np.ndarray  # (N,) median error of the matches each view takes part in, after, in matching pixels
     focal_trials: Optional[Dict[str, float]] = None  # focal_init='search': each start's loss after its trial
 
 
@@ -423,6 +423,7 @@ def _refine_views(
     padded_xy[obs.view, 0, slot] = xy
 
     from_centre = obs.uv - K0[obs.view, :2, 2]  # (P, 2) pixels from the principal point
+    keypoint_scale = torch.tensor(graph.keypoint_scale or [1.0] * N, dtype=dtype)
 
     def smooth_at_observations() -> Tensor:
         sampled = F.grid_sample(grid, padded_xy, mode="bicubic", padding_mode="border", align_corners=False)  # (N, 1, 1, most)
@@ -458,20 +459,22 @@ def _refine_views(
         focal = K[:, 0, 0]
         a = a * focal[obs.view_a]  # the angle in pixels of the camera it is measured at
         b = b * focal[obs.view_b]
+        # ... and in pixels of the image as SIFT saw it, where a match is good to about one pixel
+        # (a 6000-pixel photo described at 1024 is ~6 of its own pixels per SIFT pixel).
+        a_m, b_m = a / keypoint_scale[obs.view_a], b / keypoint_scale[obs.view_b]
         weights = obs.confidence
-        reprojection = (weights * 0.5 * (robust(a, "cauchy", config.scale_pixels) + robust(b, "cauchy", config.scale_pixels))).sum() / weights.sum()
+        reprojection = (weights * 0.5 * (robust(a_m, "cauchy", config.scale_pixels) + robust(b_m, "cauchy", config.scale_pixels))).sum() / weights.sum()
         depth_map = coarse_teacher * torch.exp(coarse_smooth())
         depth_loss, _ = relative_depth_loss(depth_map[None], ones, coarse_teacher[None], "depth")
         prior = robust(offsets, "cauchy", 0.1).mean()
         loss = config.reprojection_weight * reprojection + config.depth_weight * depth_loss + config.keypoint_prior_weight * prior
-        error_px = (0.5 * (a + b)).detach()
-        return loss, error_px
+        return loss, (0.5 * (a + b)).detach(), (0.5 * (a_m + b_m)).detach()
 
     def median_px(error_px: Tensor) -> float:
         return float(error_px.median())
 
     with torch.no_grad():
-        loss0, err0 = objective()
+        loss0, err0, _ = objective()
     groups = [{"params": [rotation], "lr": config.lr_rotation}, {"params": [centre], "lr": config.lr_translation},
               {"params": [log_scale, offsets, grid], "lr": config.lr_depth}]
     if config.refine_focal:
@@ -482,7 +485,7 @@ def _refine_views(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(config.steps, 1), eta_min=0.0)
     best, since = float("inf"), 0
     for step in range(config.steps):
-        loss, _ = objective()
+        loss, _, _ = objective()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"view refinement loss became {float(loss)} at step {step}; lower the learning rates")
         optimiser.zero_grad(set_to_none=True)
@@ -502,8 +505,8 @@ def _refine_views(
                 break
 
     with torch.no_grad():
-        loss1, err1 = objective()
-        view_error = np.array([float(err1[(obs.view_a == v) | (obs.view_b == v)].median()) if ((obs.view_a == v) | (obs.view_b == v)).any()
+        loss1, err1, err1_matching = objective()
+        view_error = np.array([float(err1_matching[(obs.view_a == v) | (obs.view_b == v)].median()) if ((obs.view_a == v) | (obs.view_b == v)).any()
                                else math.nan for v in range(N)])
         rotations, centres, K = current()
         c2w = make_pose(rotations.double(), centres.double() * centre_scale).numpy()

@@ -66,6 +66,8 @@ class MatchGraph:
     pairs: List[PairMatches]
     num_views: int
     pairs_tried: int = 0
+    keypoint_scale: Optional[List[float]] = None
+    """Per view: full-size pixels per pixel of the image SIFT described (1 where it was not reduced)."""
 
     def neighbours(self) -> List[Dict[int, int]]:
         """Per view: {other view: number of verified matches}."""
@@ -113,7 +115,8 @@ class MatchGraph:
     def without(self, views: Sequence[int]) -> "MatchGraph":
         """The same views, with every pair that touches ``views`` removed (they become isolated)."""
         drop = set(views)
-        return MatchGraph(self.keypoints, [p for p in self.pairs if p.i not in drop and p.j not in drop], self.num_views, self.pairs_tried)
+        return MatchGraph(self.keypoints, [p for p in self.pairs if p.i not in drop and p.j not in drop], self.num_views, self.pairs_tried,
+                          self.keypoint_scale)
 
     def subset(self, views: Sequence[int]) -> "MatchGraph":
         """The graph restricted to ``views``, renumbered 0..len(views)-1 in the given order."""
@@ -126,7 +129,8 @@ class MatchGraph:
                     pairs.append(PairMatches(a, b, p.keypoints_i, p.keypoints_j, p.confidence))
                 else:
                     pairs.append(PairMatches(b, a, p.keypoints_j, p.keypoints_i, p.confidence))
-        return MatchGraph([self.keypoints[v] for v in views], pairs, len(views), self.pairs_tried)
+        scale = [self.keypoint_scale[v] for v in views] if self.keypoint_scale else None
+        return MatchGraph([self.keypoints[v] for v in views], pairs, len(views), self.pairs_tried, scale)
 
     def num_matches(self) -> int:
         return int(sum(len(p.confidence) for p in self.pairs))
@@ -180,6 +184,7 @@ def build_match_graph(
     features: List[SiftFeatures] = []
     keypoints: List[np.ndarray] = []
     thumbnails = []
+    keypoint_scale = []
     total = N
     for v in range(N):
         image = load_image(v)
@@ -188,6 +193,7 @@ def build_match_graph(
         features.append(f)
         # Back to full-size pixels (centre-of-pixel convention: c' = (c + 0.5) * s - 0.5).
         sx, sy = W / image.shape[1], H / image.shape[0]
+        keypoint_scale.append(max(sx, sy))
         full = np.empty_like(f.keypoints)
         full[:, 0] = (f.keypoints[:, 0] + 0.5) * sx - 0.5
         full[:, 1] = (f.keypoints[:, 1] + 0.5) * sy - 0.5
@@ -205,7 +211,7 @@ def build_match_graph(
                                      _keypoint_indices(uv_j, features[j].keypoints), conf.astype(np.float32)))
         if progress:
             progress(N + k + 1, total)
-    return MatchGraph(keypoints, pairs, N, len(pairs_to_try))
+    return MatchGraph(keypoints, pairs, N, len(pairs_to_try), keypoint_scale)
 
 
 def visual_order(graph: MatchGraph, views: Optional[Sequence[int]] = None) -> List[int]:

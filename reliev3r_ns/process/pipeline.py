@@ -47,8 +47,8 @@ class CaptureConfig:
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     refine_views: ViewRefineConfig = field(default_factory=ViewRefineConfig)
     max_view_error_px: float = 4.0
-    """After refinement, a view whose matches' median error stays above this is left out (named) and
-    the rest refined again, at most twice."""
+    """After refinement, a view whose matches' median error stays above this (in pixels of the image
+    as SIFT saw it) is left out (named) and the rest refined again, at most twice."""
 
 
 @dataclass
@@ -152,7 +152,7 @@ def process_capture(model: FFRM, folder: Path, reconstruction: ReconstructionCon
                 break
             for v in bad:
                 left_out[result.image_paths[v].name] = (f"its matches disagree with the refined cameras (median error "
-                                                        f"{refinement.view_error_px[v]:.1f} px > {config.max_view_error_px}); it is not placed")
+                                                        f"{refinement.view_error_px[v]:.1f} px at the matching size > {config.max_view_error_px}); it is not placed")
             kept_graph = graph.without(bad)
             keep = max(kept_graph.components(), key=len)
             for v in range(result.num_views):
