@@ -15,7 +15,7 @@ each variant, and weak / full ratios. Variants:
 
     python scripts/reproduce_weak_vs_full.py --quick          # CI-sized: minutes on 2 CPU cores
     python scripts/reproduce_weak_vs_full.py --jobs 2         # full: the default dataset, 3000 steps each
-    python scripts/reproduce_weak_vs_full.py --variants weak full --jobs 2   # the claim alone (README)
+    python scripts/reproduce_weak_vs_full.py --variants weak full --jobs 2   # the claim alone (docs/weak_vs_full.md)
 
 A long training stopped part-way (``--keep-every N --checkpoints DIR`` saves its whole state every N
 steps) continues with the same command plus ``--resume DIR/step_NNNNNN``.
@@ -240,7 +240,7 @@ def run_variant(variant: str, train: Path, evaluation: Path, workdir: Path, args
 
 
 def training_settings(config, args) -> dict:
-    """What makes a training's row, so a JSON kept beside the README says which overrides and seed it
+    """What makes a training's row, so a JSON kept in docs/results says which overrides and seed it
     measured (and a resumed training can be checked to continue the same one)."""
     dm = config.pipeline.datamanager
     return {"iterations": args.iterations, "lr": args.lr, "model_size": args.model_size, "seed": config.machine.seed,
@@ -456,7 +456,7 @@ def evaluate_checkpoints(variant: str, trainer, args) -> List[dict]:
                     "trained_on": extra.get("machine"),
                     "initialisation_seed": seed if before[0] is not None else None, "data": data,
                     "datasets": data_identity, "machine": machine}
-        if "averaged_steps" in extra:  # scripts/average_checkpoints.py's: which kept steps were averaged
+        if "averaged_steps" in extra:  # docs/tools/average_checkpoints.py's: which kept steps were averaged
             settings.update(averaged_steps=extra["averaged_steps"], averaged_from=extra["averaged_from"])
         rows.append({"variant": variant, "seconds": None, "step_seconds": None, "settings": settings, **scores(after, before, fit)})
     return rows

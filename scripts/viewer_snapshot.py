@@ -8,6 +8,14 @@ that camera (``get_outputs_for_camera``).
 
     python scripts/viewer_snapshot.py                                  # bundled synthetic data, 300 steps
     python scripts/viewer_snapshot.py --data DIR --iterations 1000 --output snapshot.png
+
+With ``--browser`` it opens nerfstudio's viewer page in headless Chromium instead (Debian's
+``chromium``; WebGL in software), screenshots the page when the scene first arrives and after the
+last refresh, checks each (predicted cameras drawn, the scene framed: neither an empty canvas nor a
+view from inside a frustum, clear of the canvas's edges) and saves the last as the PNG; it exits
+with an error naming what it saw when a screenshot fails the check.
+
+    python scripts/viewer_snapshot.py --browser --iterations 200 --output docs/viewer_browser.png
 """
 
 from __future__ import annotations
@@ -55,7 +63,10 @@ def main(argv=None) -> Path:
     parser.add_argument("--panels", type=int, default=4, help="overview panels (refreshes spread over the run)")
     parser.add_argument("--output", type=Path, default=Path("viewer_snapshot.png"))
     parser.add_argument("--output-dir", type=Path, default=Path("outputs"), help="where the nerfstudio run is written")
+    parser.add_argument("--browser", action="store_true", help="screenshot nerfstudio's page in headless Chromium")
     args = parser.parse_args(argv)
+    if args.browser:
+        return browser_snapshot(args)
 
     from reliev3r_ns.geometry import rotation_to_quaternion
     from reliev3r_ns.viewer.client import HeadlessViserClient, free_port
@@ -105,6 +116,53 @@ def main(argv=None) -> Path:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.output)
     print(f"wrote {args.output} ({len(clouds)} refreshes seen by the client)")
+    return args.output
+
+
+def browser_snapshot(args) -> Path:
+    """Train with the viewer on while headless Chromium shows nerfstudio's page; check and save screenshots."""
+    import threading
+
+    from reliev3r_ns.viewer.browser import HeadlessChromium, find_chromium, scene_coverage
+    from reliev3r_ns.viewer.client import free_port
+    from reliev3r_ns.viewer.live import GT_COLOUR, PREDICTED_COLOUR
+
+    if find_chromium() is None:
+        sys.exit("no Chromium found: apt-get install chromium (or set $CHROMIUM to a Chrome / Chromium binary)")
+    port = free_port()
+    trainer = make_trainer(args, port)
+    failures = []
+    training = threading.Thread(target=trainer.train, name="training", daemon=True)
+    with HeadlessChromium() as browser:
+        training.start()
+        browser.open(f"http://127.0.0.1:{port}")
+
+        def settle(what: str, timeout: float = 180.0):
+            """Screenshots until two in a row read the same (the render has caught up), then the check."""
+            deadline, last = time.time() + timeout, None
+            while True:
+                time.sleep(3.0)
+                image = browser.screenshot()
+                coverage = scene_coverage(image, PREDICTED_COLOUR, GT_COLOUR)
+                steady = last is not None and abs(coverage.content - last.content) < 0.005 and coverage.predicted > 0
+                if steady or time.time() > deadline:
+                    ok, why = coverage.framed()
+                    print(f"{what}: {why}; predicted cameras {coverage.predicted:.2%}, GT cameras {coverage.gt:.2%}, "
+                          f"content {coverage.content:.1%} of the canvas, box {tuple(round(b, 2) for b in coverage.box)}")
+                    if not ok:
+                        failures.append(f"{what}: {why}")
+                    return image
+                last = coverage
+
+        first = settle("when the scene arrived")
+        training.join()  # the viewer stays up after the last step (quit_on_train_completion only ends train())
+        last = settle("after the last refresh")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    last.save(args.output)
+    first.save(args.output.with_name(args.output.stem + "_first.png"))
+    print(f"wrote {args.output} and {args.output.with_name(args.output.stem + '_first.png')}")
+    if failures:
+        sys.exit("the viewer page did not show a framed scene: " + "; ".join(failures))
     return args.output
 
 

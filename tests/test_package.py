@@ -53,8 +53,12 @@ def test_process_and_eval_clis_answer_help_and_report_bad_input_on_stderr(tmp_pa
     for module, sub in (("reliev3r_ns.cli.process_data", ["images"]), ("reliev3r_ns.cli.process_data", ["video"]), ("reliev3r_ns.cli.eval", [])):
         assert run("-m", module, *sub, "--help").returncode == 0
     (tmp_path / "empty").mkdir()
-    missing = run("-m", "reliev3r_ns.cli.process_data", "images", "--data", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out"))
+    missing = run("-m", "reliev3r_ns.cli.process_data", "images", "--data", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out"),
+                  "--checkpoint", str(tmp_path / "none.pt"))
     assert missing.returncode == 2 and "error:" in missing.stderr and "ns-train reliev3r" in missing.stderr
+    empty = run("-m", "reliev3r_ns.cli.process_data", "images", "--data", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out"))
+    assert empty.returncode == 2 and "empty: no images found" in empty.stderr.replace("\n", "")
+    assert "using the bundled tiny FFRM" in empty.stderr.replace("\n", " ")  # no --checkpoint: said, not silent
     assert not (tmp_path / "out").exists()
     names = run("-m", "reliev3r_ns.cli.eval", "--prediction", str(tmp_path / "empty"), "--reference", str(tmp_path / "empty"))
     assert names.returncode == 2 and f"{tmp_path / 'empty'}: no transforms.json" in names.stderr.replace("\n", "")

@@ -241,9 +241,21 @@ def test_bad_inputs_get_clear_messages(scene_dir, checkpoint, tmp_path):
     (broken / "b.png").write_bytes(images_of(scene_dir)[0].read_bytes())
     with pytest.raises(SceneFormatError, match="only one usable image.*a.png: unreadable"):
         run(broken)
-    with pytest.raises(FileNotFoundError, match="ns-train reliev3r"):
-        ProcessImages(data=scene_dir, output_dir=tmp_path / "out").main()
+    with pytest.raises(FileNotFoundError, match="missing.pt: no FFRM checkpoint there"):
+        ProcessImages(data=scene_dir, output_dir=tmp_path / "out", checkpoint=tmp_path / "missing.pt").main()
     assert not (tmp_path / "out").exists()
+
+
+def test_without_a_checkpoint_the_bundled_ffrm_makes_the_dataset(scene_dir, tmp_path, capsys):
+    import json
+
+    from reliev3r_ns.checkpoints import BUNDLED_CHECKPOINT
+
+    out = ProcessImages(data=scene_dir, output_dir=tmp_path / "out", capture=copy.deepcopy(PLACE_ALL)).main()
+    assert "no --checkpoint: using the bundled tiny FFRM" in capsys.readouterr().err
+    metadata = json.loads((out / "transforms.json").read_text())
+    assert len(metadata["frames"]) == len(images_of(scene_dir))
+    assert Path(metadata["reliev3r"]["checkpoint"]) == BUNDLED_CHECKPOINT
 
 
 def test_exif_rotated_photos_are_written_as_the_model_saw_them(checkpoint, tmp_path):
@@ -331,8 +343,14 @@ def test_reliev3r_data_dataparser_reconstructs_once_and_feeds_nerfstudio(scene_d
     assert outputs.metadata["points3D_xyz"].shape[1] == 3 and len(outputs.metadata["points3D_rgb"]) > 0
     assert config.setup().get_dataparser_outputs("val").cameras.shape[0] == 1
     assert len(calls) == 1  # the second parser found the cached reconstruction
-    with pytest.raises(FileNotFoundError, match="reliev3r-export-ffrm"):
-        module.Reliev3rDataParserConfig(data=scene_dir / "images").setup().get_dataparser_outputs("train")
+    with pytest.raises(FileNotFoundError, match="missing.pt: no such checkpoint.*reliev3r-export-ffrm"):
+        module.Reliev3rDataParserConfig(data=scene_dir / "images", checkpoint=tmp_path / "missing.pt").setup().get_dataparser_outputs("train")
+    # no --checkpoint: the bundled FFRM, said on the console
+    from reliev3r_ns.checkpoints import BUNDLED_CHECKPOINT
+
+    bundled = module.Reliev3rDataParserConfig(data=scene_dir / "images", processed_cache=tmp_path / "processed", capture=copy.deepcopy(PLACE_ALL))
+    assert len(bundled.setup().get_dataparser_outputs("train").image_filenames) == 9
+    assert bundled.checkpoint == BUNDLED_CHECKPOINT and len(calls) == 2
 
 
 # ---------------------------------------------------------------------------- nerfacto on the output

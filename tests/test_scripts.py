@@ -1,5 +1,5 @@
 """The reproduction and benchmark scripts' --quick modes run end to end (CI-sized; figures are not asserted
-beyond being well-formed: the claim itself needs the full runs recorded in the README)."""
+beyond being well-formed: the claim itself needs the full runs recorded in docs/)."""
 
 import importlib.util
 import json
@@ -17,10 +17,12 @@ import pytest
 import torch
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+TOOLS = Path(__file__).resolve().parents[1] / "docs" / "tools"  # the experiments' plots and diagnoses
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    path = SCRIPTS / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path if path.is_file() else TOOLS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

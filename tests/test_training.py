@@ -184,7 +184,7 @@ def test_supervised_sibling_needs_gt(small_data, tmp_path):
 def test_weak_training_fits_a_scene_through_the_trainer(small_data, tmp_path):
     """The whole loop (labels, clips, FFRM, weak losses, optimiser) recovers the poses of the scene it
     trains on, judged with GT it never sees. Generalising to held-out scenes needs far longer runs
-    (see README); this is the CPU-sized check that the weak signal reaches the poses."""
+    (see docs/weak_vs_full.md); this is the CPU-sized check that the weak signal reaches the poses."""
     scene = sorted((small_data / "train").glob("scene_*"))[0]
     iterations = 400
     trainer = make_trainer(small_data, tmp_path, iterations, lr=1e-3, clips_per_batch=1, min_views=4, max_views=4, eval_views=4, data=scene, eval_data=scene)
@@ -271,7 +271,7 @@ def test_a_loss_setting_that_cannot_train_fails_before_any_scene_is_loaded(monke
 def test_weak_training_improves_poses_on_held_out_scenes(tmp_path):
     """A few hundred weak-label steps on 16 synthetic scenes lift pose AUC@30 on 12 scenes never trained
     on. The scenes are all forward walks (one trajectory family), so the model can pick up their
-    motion without a long run; the paper's claim on varied data needs the full reproduction (README)."""
+    motion without a long run; the paper's claim on varied data needs the full reproduction (docs/weak_vs_full.md)."""
     from reliev3r_ns.data.synthetic import SyntheticSceneConfig
     from reliev3r_ns.data.synthetic_dataset import generate_dataset
 

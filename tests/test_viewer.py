@@ -2,6 +2,7 @@
 client speaking viser's wire format), the GUI controls, and the model's render of the cloud."""
 
 import io
+import time
 
 import numpy as np
 import pytest
@@ -89,11 +90,16 @@ def test_training_with_the_viewer_publishes_and_refreshes_the_live_prediction(sm
         options = client.gui_element("Clip")["options"]
         assert options[0].startswith("held-out ") and any(o.startswith("train ") for o in options)
 
-        # A browser camera placed at GT view 0 gets the model's render of the cloud as its background.
+        # A browser tab connects (its first camera message; the tab is then framed on the scene), and
+        # its user moves the camera to GT view 0: it gets the model's render of the cloud from there.
+        client.send_camera([3.0, 3.0, 3.0], [1.0, 0.0, 0.0, 0.0], 1.0, 4 / 3)
+        client.wait_for(lambda: client.received("SetCameraLookAtMessage"), what="the framing")
         gt_pose = clip["gt_cam_to_world"][0, 0].double()
         fov_y = 2 * float(torch.atan(0.5 * clip["images"].shape[-2] / clip["intrinsics"][0, 0, 1, 1]))
+        renders = len(client.received("BackgroundImageMessage"))
         client.send_camera(gt_pose[:3, 3].numpy() * 10, G.rotation_to_quaternion(gt_pose[:3, :3]).numpy(), fov_y, 4 / 3)
-        client.wait_for(lambda: client.received("BackgroundImageMessage"), what="a render")
+        client.wait_for(lambda: len(client.received("BackgroundImageMessage")) > renders, what="a render")
+        time.sleep(2.0)  # a low-resolution render comes first, then the full one
         render = np.asarray(Image.open(io.BytesIO(client.received("BackgroundImageMessage")[-1]["rgb_bytes"])))
         assert render.shape[1] / render.shape[0] == pytest.approx(4 / 3, rel=0.05)
         assert (render.max(-1) > 10).mean() > 0.2  # the cloud covers the view it came from
@@ -125,3 +131,129 @@ def test_training_with_the_viewer_publishes_and_refreshes_the_live_prediction(sm
         positions = lambda name: [tuple(m["position"]) for m in client.received("SetPositionMessage", name)]  # noqa: E731
         assert len(set(positions("/reliev3r/predicted/view_01")[-3:])) > 1  # predicted cameras move
         assert len(set(positions("/reliev3r/gt/view_01")[-3:])) == 1  # GT ones do not
+
+
+def _project(points, position, look_at, up):
+    """Pinhole projection (normalised image coordinates) of points seen from a look-at camera."""
+    forward = (look_at - position) / np.linalg.norm(look_at - position)
+    right = np.cross(forward, up)
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    rel = points - position
+    z = rel @ forward
+    return np.stack([rel @ right / z, rel @ down / z], -1), z
+
+
+@pytest.mark.parametrize("trajectory", ["forward", "orbit"])
+def test_framing_shows_every_camera_and_most_of_the_cloud(trajectory):
+    from reliev3r_ns.viewer.live import framing
+
+    scene = generate_scene(7 if trajectory == "forward" else 3, SyntheticSceneConfig(num_views=8, trajectories=(trajectory,)))
+    cam_to_world = torch.as_tensor(scene.cam_to_world, dtype=torch.float64)
+    depth = torch.as_tensor(scene.depths, dtype=torch.float64)
+    intrinsics = torch.as_tensor(scene.intrinsics, dtype=torch.float64)
+    points = G.unproject_depth_to_world(depth, intrinsics, cam_to_world).reshape(-1, 3)
+    points = torch.cat([points, torch.full((50, 3), 1e4, dtype=torch.float64)])  # stray points must not matter
+    fov_y = np.radians(50)
+    position, look_at, up, radius = framing(points, cam_to_world, fov_y)
+    assert np.isfinite(position).all() and radius > 0
+    limit = np.tan(0.5 * fov_y)  # a square view: the height's half-angle bounds both axes
+    uv, z = _project(cam_to_world[:, :3, 3].numpy(), position, look_at, up)
+    assert (z > 0).all() and (np.abs(uv) < limit).all(), "a camera outside the view"
+    uv, z = _project(points[:-50].numpy(), position, look_at, up)
+    inside = (z > 0) & (np.abs(uv) < limit).all(-1)
+    assert inside.mean() > 0.85
+    # the view is a camera's up (-y) up, looking down at the scene rather than from below
+    assert up @ -cam_to_world[0, :3, 1].numpy() > 0.5
+    assert (look_at - position) @ up < 0
+
+
+def test_a_browser_tab_is_framed_when_it_connects_and_left_alone_once_moved(small_data, tmp_path):
+    from reliev3r_ns.viewer.client import HeadlessViserClient, free_port
+    from reliev3r_ns.viewer.live import VISER_SCALE, framing
+
+    port = free_port()
+    trainer = make_trainer(
+        small_data, tmp_path, 4, vis="viewer", pipeline=dict(viewer_refresh_every=1),
+        viewer=dict(websocket_port=port, quit_on_train_completion=True), clips_per_batch=1, max_views=3,
+    )
+    with HeadlessViserClient(port) as client:
+        client.wait_for(lambda: client.received("GuiAddDropdownMessage"), what="the viewer's controls")
+        # a browser's first message: viser's default camera, near the origin (inside a frustum)
+        client.send_camera([3.0, 3.0, 3.0], [1.0, 0.0, 0.0, 0.0], 1.0, 4 / 3)
+        trainer.pipeline.live_view.refresh()
+        client.wait_for(lambda: client.received("SetCameraLookAtMessage"), what="the framing")
+        cloud = trainer.pipeline.live_view.cloud
+        cameras = torch.cat([cloud.cam_to_world, cloud.gt_cam_to_world.to(cloud.cam_to_world)])
+        position, look_at, _, _ = framing(cloud.filtered(30.0)[0], cameras, 1.0, margin=0.12 * cloud.scene_scale())
+        sent_position = np.array(client.received("SetCameraPositionMessage")[-1]["position"])
+        sent_look_at = np.array(client.received("SetCameraLookAtMessage")[-1]["look_at"])
+        assert sent_look_at == pytest.approx(look_at * VISER_SCALE, abs=1e-4)
+        assert sent_position == pytest.approx(position * VISER_SCALE, abs=1e-4)
+        # the user drags the view: refreshes during training leave it where they put it
+        client.send_camera([1.0, 2.0, 3.0], [1.0, 0.0, 0.0, 0.0], 1.0, 4 / 3)
+        time.sleep(0.5)
+        framed = len(client.received("SetCameraPositionMessage"))
+        trainer.train()
+        time.sleep(0.5)
+        assert len(client.received("SetCameraPositionMessage")) == framed
+
+
+def _screenshot(draw):
+    """A 1280x800 picture laid out like nerfstudio's page (title bar, panel on the right)."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (1280, 800), (0, 0, 0))
+    canvas = ImageDraw.Draw(image)
+    canvas.rectangle([0, 0, 1280, 51], fill=(37, 38, 43))
+    canvas.rectangle([960, 52, 1280, 800], fill=(37, 38, 43))
+    draw(canvas)
+    return image
+
+
+def test_the_screenshot_check_tells_a_framed_scene_from_an_empty_or_full_or_cut_one():
+    from reliev3r_ns.viewer.browser import scene_coverage
+    from reliev3r_ns.viewer.live import GT_COLOUR, PREDICTED_COLOUR
+
+    rng = np.random.default_rng(0)
+
+    def scene(canvas, x0, y0, x1, y1):
+        for _ in range(3000):  # the cloud: coloured specks
+            x, y = rng.uniform(x0, x1), rng.uniform(y0, y1)
+            canvas.rectangle([x, y, x + 2, y + 2], fill=tuple(int(c) for c in rng.integers(60, 255, 3)))
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        canvas.polygon([(cx - 60, cy - 40), (cx + 60, cy - 40), (cx, cy + 50)], outline=tuple(int(0.7 * c) for c in PREDICTED_COLOUR), width=3)
+        canvas.rectangle([x0 + 10, y1 - 60, x0 + 90, y1 - 10], outline=GT_COLOUR, width=3)
+
+    read = lambda draw: scene_coverage(_screenshot(draw), PREDICTED_COLOUR, GT_COLOUR).framed()  # noqa: E731
+    assert read(lambda c: scene(c, 250, 250, 700, 650)) == (True, "framed")
+    assert not read(lambda c: None)[0]  # nothing drawn
+    ok, why = read(lambda c: scene(c, -200, 0, 1160, 900))  # a view from inside the scene
+    assert not ok and ("full" in why or "off the canvas" in why)
+    ok, why = read(lambda c: scene(c, 600, 400, 1000, 800))  # the scene runs under the panel and off the bottom
+    assert not ok
+    ok, why = read(lambda c: c.rectangle([300, 300, 600, 600], fill=(90, 60, 200)))  # content but no predicted cameras
+    assert not ok and "predicted" in why
+
+
+@pytest.mark.slow
+def test_the_viewer_page_in_headless_chromium_shows_the_scene_framed(tmp_path):
+    """nerfstudio's viewer page in a real browser during `ns-train reliev3r` (scripts/viewer_snapshot.py
+    --browser): the screenshot when the scene arrives and the one after the last refresh both show the
+    predicted cameras and a framed scene."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from reliev3r_ns.viewer.browser import find_chromium
+
+    if find_chromium() is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium): the real-browser check of the viewer needs one")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "viewer_snapshot.py"
+    output = tmp_path / "viewer_browser.png"
+    result = subprocess.run([sys.executable, str(script), "--browser", "--iterations", "40", "--panels", "3",
+                             "--output", str(output), "--output-dir", str(tmp_path / "outputs")],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "when the scene arrived: framed" in result.stdout and "after the last refresh: framed" in result.stdout
+    assert Image.open(output).size == (1280, 800)

@@ -95,7 +95,7 @@ class Eval:
         tmp = self.output.with_name(self.output.name + ".tmp")
         tmp.write_text(json.dumps(report, indent=2))
         os.replace(tmp, self.output)
-        plot = save_evaluation_plot(evaluation, self.output.with_suffix(".png"), title=Path(prediction.source).name)
+        plot = save_evaluation_plot(evaluation, self.output.with_suffix(".png"), title=f"{Path(prediction.source).name} vs {Path(reference.source).name}")
         table = Table(title=f"{prediction.source}  vs  {reference.source}")
         table.add_column("metric")
         table.add_column("value", justify="right")

@@ -40,12 +40,6 @@ from reliev3r_ns.teachers.depth import TeacherError
 
 CONSOLE = Console(stderr=True)
 
-NO_CHECKPOINT = (
-    "no FFRM checkpoint given (--checkpoint). Train one with `ns-train reliev3r` (add --data DIR for your "
-    "own scenes), then export it with `reliev3r-export-ffrm --load-config outputs/.../config.yml --output ffrm.pt` "
-    "and pass --checkpoint ffrm.pt"
-)
-
 
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -57,7 +51,8 @@ class _ProcessData:
     data: Path
     output_dir: Path
     checkpoint: Optional[Path] = None
-    """Standalone FFRM checkpoint (reliev3r-export-ffrm)."""
+    """Standalone FFRM checkpoint (reliev3r-export-ffrm). Default: the bundled tiny FFRM (weak labels on
+    synthetic rooms; the refinement on the photos' own matches does most of the work on real images)."""
     device: str = "auto"
     """'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ..."""
     reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
@@ -68,8 +63,9 @@ class _ProcessData:
     """Network fine-tuning before reconstruction (off by default; needs a depth model and one image size)."""
 
     def _load_model(self) -> FFRM:
-        if self.checkpoint is None:
-            raise FileNotFoundError(NO_CHECKPOINT)
+        from reliev3r_ns.checkpoints import checkpoint_or_bundled
+
+        self.checkpoint = checkpoint_or_bundled(self.checkpoint, CONSOLE.print)
         return FFRM.from_checkpoint(self.checkpoint, map_location=resolve_device(self.device)).eval()
 
     def _images_folder(self, workdir: Path) -> Path:

@@ -38,7 +38,7 @@ class PseudoLabel:
     data: Path
     """A folder of images, a nerfstudio dataset, or a folder of either (searched recursively)."""
     cache_dir: Optional[Path] = None
-    """Label cache root (default: <cache>/labels, see README)."""
+    """Label cache root (default: <cache>/labels, see docs/reference.md, Weak labels)."""
     depth_teacher: Literal["simulated", "transformers"] = "simulated"
     """'simulated' turns GT depth into relative depth (synthetic scenes; experiments and tests only)."""
     depth_model: Optional[str] = None

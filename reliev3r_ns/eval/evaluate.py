@@ -244,7 +244,14 @@ def save_evaluation_plot(evaluation: Evaluation, output: Path, title: str = "") 
     ax.plot(p2[:, 0], p2[:, 1], "o-", color="tab:red", ms=3, lw=1, label="prediction (Sim(3)-aligned)")
     for a, b in zip(r2, p2):
         ax.plot([a[0], b[0]], [a[1], b[1]], color="tab:red", lw=0.5, alpha=0.5)
-    ax.set_aspect("equal")
+    ax.set_aspect("equal", adjustable="box")
+    # a straight walk is flat from above: keep the narrow axis at least 40% of the wide one so it reads
+    both = np.concatenate([r2, p2])
+    low, high = both.min(0), both.max(0)
+    half = np.maximum(0.5 * (high - low), 0.2 * float((high - low).max()) + 1e-9) * 1.1
+    middle = 0.5 * (low + high)
+    ax.set_xlim(middle[0] - half[0], middle[0] + half[0])
+    ax.set_ylim(middle[1] - half[1], middle[1] + half[1])
     ax.legend(fontsize=8)
     m = evaluation.metrics
     ax.set_title(f"{title}\nAUC@30 {m['pose_auc30']:.3f}  ATE {m['ate']:.4g} ({m['ate_normalised']:.3f} of extent)", fontsize=9)

@@ -2,7 +2,7 @@
 
 One-thread CPU trainings repeat bit for bit on one machine (also inside a process pool) but not on another:
 float rounding that differs from the first forward pass grows over 10000 steps into about 0.1 on a weak /
-full ratio (README, "Seed 42 trained again"). Timings differ across machines by far more. So every script
+full ratio (docs/reproduction_log.md, "Seed 42 trained again"). Timings differ across machines by far more. So every script
 that records figures stores this fingerprint beside them, and prints the same label above its table.
 """
 

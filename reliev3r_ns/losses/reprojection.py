@@ -19,7 +19,7 @@ offset (it moves p_jk along a ray that barely turns as seen from t_i) while the 
 directly, so matched views must agree on their depths, not just on their rays. It is scale-free and
 defined everywhere (distances are positive, including behind a camera). But a flat depth map (every
 point of a view at about one distance) satisfies it whatever the poses, and the relative depth loss
-cannot object (it normalises the offset away): in the one training tried (README, "A radial residual
+cannot object (it normalises the offset away): in the one training tried (docs/reproduction_log.md, "A radial residual
 beside the angle") the network kept the flat depth it starts with and learnt no poses. Off by default.
 
 Why an angle: it is bounded (0..pi) and scale-free, so a far point counts as much as a near one

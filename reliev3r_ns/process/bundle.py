@@ -6,7 +6,7 @@ relative-depth teacher (a user's depth model when given, else the FFRM's own fir
 prediction) through the ambiguity-aware relative depth loss: L = w_d L_depth + w_r L_reprojection.
 
 Unknowns, per view v (the parametrisation that recovered poses from ~17 to ~1 degree in
-``scripts/experiment_weak_losses_direct.py``):
+``docs/tools/experiment_weak_losses_direct.py``):
   - the pose: a rotation update (axis-angle, left-multiplied) and the camera centre; the first view
     of the group is the gauge and stays fixed;
   - the focal length: one log-factor per camera (views of one image size share a camera, as

@@ -40,7 +40,7 @@ from reliev3r_ns.process.pipeline import CaptureConfig, capture_files, print_cap
 from reliev3r_ns.process.reconstruct import ReconstructionConfig
 
 CONSOLE = Console()
-NO_CHECKPOINT = ("reliev3r-data needs an FFRM checkpoint: --checkpoint ffrm.pt. Train one with `ns-train reliev3r`, "
+NO_CHECKPOINT = ("pass an FFRM checkpoint: --checkpoint ffrm.pt (or none, for the bundled one). Train one with `ns-train reliev3r`, "
                  "export it with `reliev3r-export-ffrm --load-config outputs/.../config.yml --output ffrm.pt`")
 
 
@@ -69,7 +69,8 @@ class Reliev3rDataParserConfig(NerfstudioDataParserConfig):
     data: Path = Path()
     """A folder of images (or a nerfstudio dataset, whose poses are ignored)."""
     checkpoint: Optional[Path] = None
-    """Standalone FFRM checkpoint (reliev3r-export-ffrm)."""
+    """Standalone FFRM checkpoint (reliev3r-export-ffrm). Default: the bundled tiny FFRM (weak labels on
+    synthetic rooms), as in reliev3r-process-data."""
     reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     """Matching, ordering and view refinement, as in reliev3r-process-data."""
@@ -91,8 +92,11 @@ class Reliev3rDataParser(DataParser):
     def processed_dir(self) -> Path:
         """Reconstruct (once per images + checkpoint + options) and return the dataset folder."""
         config = self.config
-        if config.checkpoint is None or not Path(config.checkpoint).is_file():
-            raise FileNotFoundError(NO_CHECKPOINT if config.checkpoint is None else f"{config.checkpoint}: no such checkpoint. {NO_CHECKPOINT}")
+        from reliev3r_ns.checkpoints import checkpoint_or_bundled
+
+        config.checkpoint = checkpoint_or_bundled(config.checkpoint, lambda line: CONSOLE.print(f"reliev3r-data: {line}"))
+        if not Path(config.checkpoint).is_file():
+            raise FileNotFoundError(f"{config.checkpoint}: no such checkpoint. {NO_CHECKPOINT}")
         files, exif_transpose = capture_files(config.data)
         options = {"reconstruction": dataclasses.asdict(config.reconstruction), "capture": dataclasses.asdict(config.capture),
                    "camera_intrinsics": config.camera_intrinsics, "exif_transpose": exif_transpose}

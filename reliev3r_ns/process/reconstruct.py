@@ -178,7 +178,8 @@ def _load_on_canvas(path: Path, placement: CanvasPlacement, canvas_hw: Tuple[int
     from reliev3r_ns.model.ffrm import IMAGENET_MEAN
 
     pixels = read_rgb_reduced(path, max(placement.height, placement.width) * 2, exif_transpose)
-    image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)[None]
+    # a decoder may hand back a read-only buffer; torch wants its own writable copy
+    image = torch.from_numpy(pixels if pixels.flags.writeable else pixels.copy()).permute(2, 0, 1).float().div_(255.0)[None]
     if image.shape[-2:] != (placement.height, placement.width):
         image = F.interpolate(image, size=(placement.height, placement.width), mode="bilinear", align_corners=False, antialias=True)
     canvas = torch.tensor(IMAGENET_MEAN).view(3, 1, 1).expand(3, *canvas_hw).clone()

@@ -56,7 +56,7 @@ def correspondence_file(view_set) -> Path:
                 return folder / name
     raise SceneFormatError(
         f"{view_set.root}: the imported matcher needs {TRACKS_FILE} or {MATCHES_FILE} in the scene folder "
-        "(format: reliev3r_ns/teachers/imported.py, README 'Weak labels')"
+        "(format: reliev3r_ns/teachers/imported.py, docs/reference.md 'Weak labels')"
     )
 
 

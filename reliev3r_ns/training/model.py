@@ -36,7 +36,7 @@ class Reliev3rModelConfig(ModelConfig):
     camera_translation_init_std: float = FFRMConfig.camera_translation_init_std
     """Std of the camera head's translation weights at initialisation. The default starts every camera of
     a clip at nearly one point (tiny preset: predicted depth / baseline ~1700x the true ratio); 1.0 starts
-    it at ~2x. A larger start did not help the weak model at CPU scale (README, "What did not help")."""
+    it at ~2x. A larger start did not help the weak model at CPU scale (docs/reproduction_log.md, "What did not help")."""
     bf16: bool = False
     """Run the network under bf16 autocast (GPUs from Ampere on); poses, depth, geometry and losses
     stay float32. nerfstudio's own ``--mixed-precision`` is fp16 with a grad scaler, which this
@@ -73,7 +73,7 @@ class Reliev3rModel(Model):
         """Whether the Trainer writes this training step's metrics (its ``step_check``, run at zero).
         The GT pose / depth metrics cost ~1500 small tensor ops per clip (on a GPU each a kernel launch,
         some a host sync): 12.4k of a step's 28.5k ops at 8 clips, computed and then thrown away on the
-        steps nerfstudio does not log (README, Throughput)."""
+        steps nerfstudio does not log (docs/training.md, Throughput)."""
         if not self.training or self._train_step is None:
             return True
         return step_check(self._train_step, self._steps_per_log, run_at_zero=True)

@@ -34,7 +34,7 @@ class CameraHead(nn.Module):
         # so every parameter gets a gradient from the first step. Translations start as small as
         # ``translation_init_std`` makes them: the default puts every camera of a clip at nearly one
         # point (a depth / baseline ratio in the thousands); a larger value starts them apart. Tried
-        # for the weak model at CPU scale, a larger start did not help (README, "What did not help").
+        # for the weak model at CPU scale, a larger start did not help (docs/reproduction_log.md, "What did not help").
         for layer, std in ((self.rotation, 1e-3), (self.translation, translation_init_std), (self.fov, 1e-3)):
             nn.init.normal_(layer.weight, std=std)
             nn.init.zeros_(layer.bias)

@@ -7,7 +7,7 @@ bar per training; on the rotation panel a black tick marks what a model scores t
 of a clip one rotation (identity's): a bar below its tick has learnt rotations there. Printed: the same
 figures as a table, and weak / full per kind for each seed with both a weak training and its sibling.
 
-    python scripts/plot_by_trajectory.py docs/results/by_trajectory_40_heldout_scenes_cpu.json \
+    python docs/tools/plot_by_trajectory.py docs/results/by_trajectory_40_heldout_scenes_cpu.json \
         --output docs/by_trajectory.png
 """
 

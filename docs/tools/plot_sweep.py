@@ -17,7 +17,7 @@ what the run called NAME trained with (no VALUE: the default; its teacher: ``--t
 seeds comes with the seeds' standard deviation; ``--seeds`` keeps only the initialisations named, so that
 values trained at different sets of seeds can be compared on the seeds they share.
 
-    python scripts/plot_sweep.py docs/results/*10000*.json --steps 10000 \
+    python docs/tools/plot_sweep.py docs/results/*10000*.json --steps 10000 \
         --sweep pipeline.model.loss.reprojection_weight --default 0.5 --output docs/reprojection_weight_sweep.png
 """
 

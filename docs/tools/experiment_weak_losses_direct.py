@@ -5,7 +5,7 @@ ambiguity-aware relative depth loss (against a *simulated* disparity teacher: ra
 and shift, noise, blur, outliers) and the angular reprojection loss (on SIFT matches verified with
 MAGSAC). Ground truth is used only to make the scene, to perturb the starting poses, and to score.
 
-    python scripts/experiment_weak_losses_direct.py [--quick] [--steps 1500] [--rotation-noise-deg 15]
+    python docs/tools/experiment_weak_losses_direct.py [--quick] [--steps 1500] [--rotation-noise-deg 15]
 
 How depth is parametrised decides what the losses can do, so three are compared (``--depth-param``):
   pixels   a free log-depth per pixel (49k unknowns per view);

@@ -10,7 +10,7 @@ override, else that old default; runs with other overrides than the teacher's sp
 (ablations, tried changes) are left out and named, and so are scores of kept checkpoints (``--evaluate``
 rows: a point on a training's history, drawn by ``plot_run_history.py``).
 
-    python scripts/plot_weak_vs_full.py docs/results/weak_full_400scenes_*depth_teacher*.json \
+    python docs/tools/plot_weak_vs_full.py docs/results/weak_full_400scenes_*depth_teacher*.json \
         --teacher depth --output docs/weak_vs_full_budget.png
 """
 
@@ -113,7 +113,7 @@ def checkpoint_score(label: str, row: dict) -> Optional[str]:
     if not checkpoint:
         return None
     return (f"{label}: {row.get('variant')} scores checkpoint {checkpoint} "
-            f"(an --evaluate row; scripts/plot_run_history.py draws kept checkpoints); left out")
+            f"(an --evaluate row; docs/tools/plot_run_history.py draws kept checkpoints); left out")
 
 
 def collect(paths: List[Path], teacher: str, unrecorded: Optional[Dict[Path, Tuple[int, int]]] = None

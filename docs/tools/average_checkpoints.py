@@ -7,7 +7,7 @@ model config and weights' names and shapes), e.g. one run's ``step_*/weak.pt`` a
 ``weak.pt``; the output is an ordinary FFRM checkpoint (``--evaluate`` scores it) carrying the last
 input's extra settings plus ``averaged_from``.
 
-    python scripts/average_checkpoints.py CKPT/step_008000/weak.pt CKPT/step_009000/weak.pt CKPT/weak.pt \
+    python docs/tools/average_checkpoints.py CKPT/step_008000/weak.pt CKPT/step_009000/weak.pt CKPT/weak.pt \
         --output AVG/weak.pt
 """
 

@@ -17,7 +17,7 @@ held-out AUC@30 and depth tau from those means, per seed and averaged over the s
 (the claim's reading). Trainings of different schedule lengths (a 10000- and a 20000-step run) are
 told apart by their labels and each is paired with the sibling of its own length.
 
-    python scripts/plot_run_history.py docs/results/l1_history_seed4/step_*.json docs/results/cauchy_history_seed4/scores_*.json \
+    python docs/tools/plot_run_history.py docs/results/l1_history_seed4/step_*.json docs/results/cauchy_history_seed4/scores_*.json \
         docs/results/l1_warmup_cauchy_seed4/scores_*.json \
         --output docs/history_l1_cauchy_warmup_seed4.png
 """

@@ -1,7 +1,7 @@
 """Does the weak objective prefer the true geometry to the collapse a weak model drifts into?
 
 Trained with weak labels, our FFRM's held-out depth / baseline ratio grows to ~10x the truth's
-(README, Evaluation): its cameras bunch together relative to its depth, as if the scene were at
+(docs/weak_vs_full.md): its cameras bunch together relative to its depth, as if the scene were at
 infinity. The depth loss cannot see this (it removes each view's scale and shift), so the question is
 the angular reprojection loss: with cameras at one point, every correspondence's angle is just its
 rotation error, and parallax no longer costs anything.
@@ -29,7 +29,7 @@ Two rotation swaps ask the same of rotations, which neither model learns on wide
 When the scenes' scene.json names their trajectory kind (the synthetic scenes: forward walk, orbit,
 look-at set), a second table splits the terms at baseline x 1 by kind.
 
-    python scripts/diagnose_weak_objective.py --data DIR --label-cache LABELS --checkpoint weak=weak.pt full=full.pt [--set KEY=VALUE ...]
+    python docs/tools/diagnose_weak_objective.py --data DIR --label-cache LABELS --checkpoint weak=weak.pt full=full.pt [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import torch
 
 from reliev3r_ns.losses.objective import GeometryPrediction, Reliev3rLossConfig, WeakLabels, compute_loss
 
-_spec = importlib.util.spec_from_file_location("reproduce_weak_vs_full", Path(__file__).with_name("reproduce_weak_vs_full.py"))
+_spec = importlib.util.spec_from_file_location("reproduce_weak_vs_full", Path(__file__).resolve().parents[2] / "scripts" / "reproduce_weak_vs_full.py")
 _reproduce = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_reproduce)
 

@@ -7,7 +7,7 @@ scored badly failed to go down (e.g. stalled after its first steps) or went down
 Rows without a curve (trainings recorded before rows kept one, ``--evaluate`` rows) are named and left
 out.
 
-    python scripts/plot_loss_curves.py docs/results/weak_full_400scenes_10000_seed4_cpu.json \
+    python docs/tools/plot_loss_curves.py docs/results/weak_full_400scenes_10000_seed4_cpu.json \
         --output docs/loss_curves_seed4.png
 """
 
