@@ -1,6 +1,7 @@
 """Weak labels: SIFT accuracy against GT, the content-addressed cache, teachers, the CLI (kill + resume)."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -268,8 +269,10 @@ def test_transformers_teacher_loads_a_local_checkpoint_and_declares_its_space(sc
     # The declared space can be overridden, and that is a different teacher for the cache.
     as_depth = Labeller(PseudoLabelConfig(depth_teacher="transformers", transformers=TransformersDepthTeacherConfig(str(model), space="depth", device="cpu")), LabelCache(tmp_path / "cache"))
     assert as_depth.depth_key != labeller.depth_key
-    with pytest.raises(DepthTeacherError, match="nothing is downloaded at run time"):
+    with pytest.raises(DepthTeacherError, match="'no-such-org/no-such-model' is not in the local Hugging Face cache.*HF_HUB_OFFLINE.*huggingface-cli download no-such-org/no-such-model"):
         TransformersDepthTeacher(TransformersDepthTeacherConfig("no-such-org/no-such-model"))
+    with pytest.raises(DepthTeacherError, match="missing-folder: cannot load a depth teacher from this folder"):
+        TransformersDepthTeacher(TransformersDepthTeacherConfig(str(tmp_path / "missing-folder")))
     with pytest.raises(DepthTeacherError, match="needs a model"):
         TransformersDepthTeacher(TransformersDepthTeacherConfig(""))
 
@@ -547,3 +550,76 @@ def test_pseudolabel_cli_without_kornia_weights_stops_before_any_work(scene_dir,
     assert result.returncode != 0
     assert "--kornia.detector-weights PATH" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "cache" / "matches").exists()
+
+
+def test_shards_split_the_scenes_and_fill_one_cache_as_one_run_would(tmp_path):
+    """N machines each labelling --shard K/N into one shared cache: every scene in exactly one shard, a
+    scene's shard independent of the others present, and the cache the same as a single run's."""
+    from reliev3r_ns.cli.pseudolabel import PseudoLabel, parse_shard, run, scene_shard
+
+    data = tmp_path / "data"
+    generate_dataset(data, 6, seed=5, config=SyntheticSceneConfig(width=96, height=64, num_views=4, supersample=1, texture_size=128), show_progress=False)
+    scenes = discover_view_sets(data)
+    shards = {scene: scene_shard(scene, data, 3) for scene in scenes}
+    assert set(shards.values()) <= {1, 2, 3}
+    assert len(set(shards.values())) > 1  # the six scenes do not all land in one shard
+    # adding a scene moves no other scene to another shard
+    generate_dataset(tmp_path / "more", 1, seed=6, config=SyntheticSceneConfig(width=96, height=64, num_views=4, supersample=1, texture_size=128), show_progress=False)
+    shutil.copytree(tmp_path / "more" / "scene_00000", data / "extra")
+    assert {scene: scene_shard(scene, data, 3) for scene in scenes} == shards
+    shutil.rmtree(data / "extra")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert run(PseudoLabel(data=data, cache_dir=tmp_path / "single", matcher="simulated")) == 0
+        for k in (1, 2, 3):
+            assert run(PseudoLabel(data=data, cache_dir=tmp_path / "shared", matcher="simulated", shard=f"{k}/3")) == 0
+        # a shard run again finds all of its labels in the cache and writes nothing new
+        before = {p: p.stat().st_mtime_ns for p in (tmp_path / "shared").rglob("*.npz")}
+        assert run(PseudoLabel(data=data, cache_dir=tmp_path / "shared", matcher="simulated", shard="2/3")) == 0
+        assert {p: p.stat().st_mtime_ns for p in (tmp_path / "shared").rglob("*.npz")} == before
+    a, b = cache_content(tmp_path / "single"), cache_content(tmp_path / "shared")
+    assert a.keys() == b.keys()
+    for name in a:
+        for key in a[name]:
+            np.testing.assert_array_equal(a[name][key], b[name][key], err_msg=f"{name}:{key}")
+    for bad in ("3", "0/3", "4/3", "a/b"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_a_hub_id_not_in_the_cache_is_downloaded_when_online_as_from_pretrained_does(tmp_path, monkeypatch):
+    """No network here: the hub is stood in for by a loader whose cache is empty and whose download
+    gives back a tiny model saved in this test; what is checked is that a hub id is looked up in the
+    cache first, then downloaded, and not downloaded when the user said offline."""
+    import transformers
+
+    from reliev3r_ns.teachers import depth as depth_module
+
+    folder = tiny_depth_anything(tmp_path / "hub-copy")
+    calls = []
+
+    def stand_in(real):
+        class Loader:
+            @staticmethod
+            def from_pretrained(name, local_files_only=False):
+                calls.append((real.__name__, name, local_files_only))
+                if local_files_only:
+                    raise OSError(f"{name} is not in the cache")
+                return real.from_pretrained(folder)
+        return Loader
+
+    monkeypatch.setattr(transformers, "AutoImageProcessor", stand_in(transformers.AutoImageProcessor))
+    monkeypatch.setattr(transformers, "AutoModelForDepthEstimation", stand_in(transformers.AutoModelForDepthEstimation))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    teacher = TransformersDepthTeacher(TransformersDepthTeacherConfig("someone/tiny-depth", device="cpu"))
+    assert teacher.space == "disparity" and teacher.name == "transformers:someone/tiny-depth"
+    assert calls == [("AutoImageProcessor", "someone/tiny-depth", True), ("AutoImageProcessor", "someone/tiny-depth", False),
+                     ("AutoModelForDepthEstimation", "someone/tiny-depth", True), ("AutoModelForDepthEstimation", "someone/tiny-depth", False)]
+    calls.clear()
+    with pytest.raises(DepthTeacherError, match="downloads are off .*download=False.*huggingface-cli download someone/tiny-depth"):
+        TransformersDepthTeacher(TransformersDepthTeacherConfig("someone/tiny-depth", device="cpu", download=False))
+    assert calls == [("AutoImageProcessor", "someone/tiny-depth", True)]  # looked in the cache only
+    assert depth_module.hub_offline() is False
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert depth_module.hub_offline() is True

@@ -2,14 +2,21 @@
 
     reliev3r-pseudolabel --data DIR                                   # simulated teacher (scenes with GT depth) + SIFT
     reliev3r-pseudolabel --data DIR --depth-teacher transformers --depth-model ./depth-anything-v2-small
+    reliev3r-pseudolabel --data DIR --cache-dir SHARED/labels --shard 2/8    # machine 2 of 8, one shared cache
 
 Labels go to the content-addressed cache (``--cache-dir``, default ``<cache>/labels``); a second
 run, or ``ns-train reliev3r`` on the same data, finds them there. An interrupted run resumes. A bad
 scene is reported and skipped; the others are labelled; the exit code is 1 if any scene failed.
+
+Several machines label one collection by each taking a shard (``--shard K/N``) into one cache on a
+shared filesystem: a scene belongs to the shard its path (relative to ``--data``) hashes to, whatever
+else the folder holds, so the N shards split it with no scene labelled twice, and a shard run again
+anywhere resumes from the labels already in the cache (each is written to a temporary name and renamed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +49,8 @@ class PseudoLabel:
     depth_teacher: Literal["simulated", "transformers"] = "simulated"
     """'simulated' turns GT depth into relative depth (synthetic scenes; experiments and tests only)."""
     depth_model: Optional[str] = None
-    """transformers teacher: a local folder or a hub id already in the local Hugging Face cache."""
+    """transformers teacher: a save_pretrained folder or a hub id (from the local Hugging Face cache, else
+    downloaded when online; offline, HF_HUB_OFFLINE=1, an uncached id is an error saying how to get it)."""
     depth_space: Optional[Literal["depth", "disparity"]] = None
     """What the depth model predicts; inferred for Depth Anything / Depth Pro / ZoeDepth / DPT."""
     device: str = "auto"
@@ -59,6 +67,8 @@ class PseudoLabel:
     simulated: SimulatedDepthTeacherConfig = field(default_factory=SimulatedDepthTeacherConfig)
     workers: int = 1
     """Scenes labelled in parallel worker processes."""
+    shard: Optional[str] = None
+    """'K/N': label only the K-th of N disjoint shares of the scenes (K = 1..N), for N machines at once."""
 
     def label_config(self) -> PseudoLabelConfig:
         return PseudoLabelConfig(
@@ -74,6 +84,24 @@ class PseudoLabel:
         )
 
 
+def parse_shard(shard: str) -> Tuple[int, int]:
+    """'K/N' -> (K, N), 1 <= K <= N."""
+    try:
+        k, n = (int(part) for part in shard.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {shard!r}: expected K/N, e.g. 1/4") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"--shard {shard!r}: K must be 1..N")
+    return k, n
+
+
+def scene_shard(scene: Path, data: Path, count: int) -> int:
+    """The shard (1..count) a scene belongs to: from a hash of its path relative to the data folder, so
+    it does not move when other scenes are added or removed, and every machine computes the same."""
+    relative = scene.resolve().relative_to(Path(data).resolve()).as_posix()
+    return int.from_bytes(hashlib.sha256(relative.encode()).digest()[:8], "big") % count + 1
+
+
 def run(command: PseudoLabel) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -83,7 +111,13 @@ def run(command: PseudoLabel) -> int:
     root = command.cache_dir or default_label_cache()
     scenes = discover_view_sets(command.data)
     config = command.label_config()
-    console.print(f"{len(scenes)} scene(s) under {command.data}; labels in {root}")
+    shard = ""
+    if command.shard is not None:
+        k, n = parse_shard(command.shard)
+        total = len(scenes)
+        scenes = [scene for scene in scenes if scene_shard(scene, command.data, n) == k]
+        shard = f" (shard {k}/{n}: {len(scenes)} of {total})"
+    console.print(f"{len(scenes)} scene(s) under {command.data}{shard}; labels in {root}")
     results: List[Tuple[Path, str, str]] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
@@ -116,7 +150,7 @@ def entrypoint() -> None:
     command = tyro.cli(PseudoLabel, description=__doc__)
     try:
         sys.exit(run(command))
-    except (SceneFormatError, TeacherError) as error:
+    except (SceneFormatError, TeacherError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 

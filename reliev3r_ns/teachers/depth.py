@@ -4,9 +4,10 @@ A monocular teacher's map equals the truth only up to an unknown scale and shift
 Depth Anything predicts affine-invariant disparity, Depth Pro / ZoeDepth predict depth. The
 relative depth loss solves that ambiguity in the declared space, so getting the space right matters.
 
-- :class:`TransformersDepthTeacher`: any ``transformers`` depth-estimation checkpoint, loaded with
-  ``from_pretrained(..., local_files_only=True)`` from a folder or a hub id already in the local
-  Hugging Face cache: never a download at run time.
+- :class:`TransformersDepthTeacher`: any ``transformers`` depth-estimation checkpoint, from a folder
+  written by ``save_pretrained`` or a hub id, as ``from_pretrained`` takes it: the local Hugging Face
+  cache first; a hub id not there is downloaded when the machine is online (not with
+  ``HF_HUB_OFFLINE=1`` or ``download=False``, which give an error naming the id and how to get it).
 - :class:`SimulatedDepthTeacher`: GT depth made relative (random affine map, noise, blur,
   outliers); for scenes with GT depth, controlled experiments and tests only; named 'simulated'.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence
@@ -88,11 +90,41 @@ class SimulatedDepthTeacher(DepthTeacher):
 @dataclass
 class TransformersDepthTeacherConfig:
     model: str = ""
-    """A local folder written by save_pretrained, or a hub id already in the local Hugging Face cache."""
+    """A local folder written by save_pretrained, or a hub id (e.g. depth-anything/Depth-Anything-V2-Small-hf,
+    apple/DepthPro-hf): from the local Hugging Face cache, else downloaded once when online."""
     space: Optional[Space] = None
     """What the model predicts; inferred for Depth Anything / Depth Pro / ZoeDepth / DPT when None."""
     device: str = "auto"
     batch_size: int = 4
+    download: bool = True
+    """Download a hub id that is not in the local cache (also off with HF_HUB_OFFLINE=1)."""
+
+
+def hub_offline() -> bool:
+    """Whether the user has told Hugging Face libraries not to touch the network."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_pretrained(loader, model: str, download: bool, what: str = "depth teacher"):
+    """``loader.from_pretrained(model)`` the way its users call it, with errors that say what to do: the
+    local cache (or folder) first, then, for a hub id, a download unless offline."""
+    try:
+        return loader.from_pretrained(model, local_files_only=True)
+    except (OSError, ValueError) as error:
+        local_error = str(error).splitlines()[0]
+    if Path(model).expanduser().exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise DepthTeacherError(f"{model}: cannot load a {what} from this folder ({local_error}); pass a folder written by "
+                                "save_pretrained, or a hub id such as depth-anything/Depth-Anything-V2-Small-hf") from None
+    how = (f"download it once where there is network (`huggingface-cli download {model}`, then copy the Hugging Face "
+           "cache, ~/.cache/huggingface, here) or pass a folder written by save_pretrained")
+    if not download or hub_offline():
+        raise DepthTeacherError(f"{what} {model!r} is not in the local Hugging Face cache and downloads are off "
+                                f"({'HF_HUB_OFFLINE is set' if hub_offline() else 'download=False'}): {how}") from None
+    try:
+        return loader.from_pretrained(model)
+    except (OSError, ValueError) as error:
+        raise DepthTeacherError(f"cannot download {what} {model!r} from the Hugging Face hub ({str(error).splitlines()[0]}); "
+                                f"check the id and the network, or {how}") from None
 
 
 class TransformersDepthTeacher(DepthTeacher):
@@ -103,15 +135,8 @@ class TransformersDepthTeacher(DepthTeacher):
             from transformers import AutoImageProcessor, AutoModelForDepthEstimation
         except ImportError as error:
             raise DepthTeacherError(f"the transformers depth teacher needs `pip install transformers` ({error})") from None
-        try:
-            self.processor = AutoImageProcessor.from_pretrained(config.model, local_files_only=True)
-            self.model = AutoModelForDepthEstimation.from_pretrained(config.model, local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise DepthTeacherError(
-                f"cannot load depth teacher {config.model!r} from a local folder or the local Hugging Face cache "
-                f"(nothing is downloaded at run time): {str(error).splitlines()[0]}. Download it once, e.g. "
-                f"`huggingface-cli download {config.model}`, or pass the folder written by save_pretrained."
-            ) from None
+        self.processor = load_pretrained(AutoImageProcessor, config.model, config.download)
+        self.model = load_pretrained(AutoModelForDepthEstimation, config.model, config.download)
         self.config = config
         self.name = f"transformers:{config.model}"
         self.space = config.space or self._infer_space()
