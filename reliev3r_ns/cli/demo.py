@@ -61,24 +61,22 @@ class Demo:
         out.mkdir(parents=True, exist_ok=True)
 
     def main(self) -> dict:
-        from reliev3r_ns.checkpoints import bundled_checkpoint, describe_bundled
+        from reliev3r_ns.checkpoints import checkpoint_or_bundled
         from reliev3r_ns.cli.eval import Eval
         from reliev3r_ns.cli.process_data import ProcessImages
         from reliev3r_ns.data.preview import save_scene_preview
         from reliev3r_ns.data.scene_io import load_scene
-        from reliev3r_ns.data.synthetic_dataset import ensure_default_dataset
+        from reliev3r_ns.data.synthetic_dataset import DEFAULT_SPLITS, ensure_default_dataset
         from reliev3r_ns.process.dataset import DatasetWriterConfig
         from reliev3r_ns.process.pipeline import CaptureConfig
 
         started = time.perf_counter()
-        checkpoint = self.checkpoint if self.checkpoint is not None else bundled_checkpoint()
-        self._check_scene(8)  # before any slow work: the default eval split has 8 scenes
+        self._check_scene(DEFAULT_SPLITS["eval"]["num_scenes"])  # before any slow work
+        checkpoint = checkpoint_or_bundled(self.checkpoint, CONSOLE.print)
         self._prepare_output()
         CONSOLE.rule("1/3 the default synthetic dataset (rendered once into the cache)")
         splits = ensure_default_dataset()
-        scenes = sorted(splits["eval"].glob("scene_*"))
-        self._check_scene(len(scenes))
-        scene = scenes[self.scene]
+        scene = sorted(splits["eval"].glob("scene_*"))[self.scene]
         dataset_preview = splits["train"] / "preview.png"
         if not dataset_preview.is_file():
             save_scene_preview(load_scene(sorted(splits["train"].glob("scene_*"))[0]), dataset_preview)
@@ -87,7 +85,7 @@ class Demo:
         CONSOLE.print(f"held-out scene: {scene} ({kind}; its images only, poses and depth stay for the evaluation)")
 
         CONSOLE.rule("2/3 images -> nerfstudio dataset, no COLMAP")
-        CONSOLE.print("FFRM: " + (str(checkpoint) if self.checkpoint is not None else describe_bundled()))
+        CONSOLE.print(f"FFRM: {checkpoint}")
         dataset = ProcessImages(data=scene, output_dir=self.output_dir / "dataset", checkpoint=checkpoint,
                                 device=self.device, capture=CaptureConfig(place="all"),
                                 output=DatasetWriterConfig(overwrite=True)).main()

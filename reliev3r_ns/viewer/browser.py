@@ -74,7 +74,6 @@ class HeadlessChromium:
                 time.sleep(0.2)
         self._socket = connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=timeout)
         self._next_id = 0
-        self.size = (width, height)
         self.command("Page.enable")
         self.command("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
 
@@ -92,9 +91,6 @@ class HeadlessChromium:
 
     def open(self, url: str) -> None:
         self.command("Page.navigate", url=url)
-
-    def evaluate(self, expression: str):
-        return self.command("Runtime.evaluate", expression=expression, returnByValue=True).get("result", {}).get("value")
 
     def screenshot(self) -> Image.Image:
         data = self.command("Page.captureScreenshot", format="png")["data"]
@@ -161,8 +157,9 @@ def _like(pixels: np.ndarray, colour) -> np.ndarray:
 
 def scene_coverage(image: Image.Image, predicted_colour, gt_colour, panel_fraction: float = 0.25, header: int = 52) -> Coverage:
     """Read a viewer screenshot. The canvas is the screenshot minus nerfstudio's title bar (``header``
-    pixels) and its control panel on the right (``panel_fraction`` of the width, 320 px of 1280). Background is the canvas's most common colour (viser's clear colour, or the black of
-    an empty render); content is whatever differs from it by more than 24 levels."""
+    pixels) and its control panel on the right (``panel_fraction`` of the width, 320 px of 1280).
+    Background is the canvas's most common colour (viser's clear colour, or the black of an empty
+    render); content is whatever differs from it by more than 24 levels."""
     pixels = np.asarray(image.convert("RGB"))
     H, W = pixels.shape[:2]
     x1 = W - int(round(panel_fraction * W))

@@ -42,11 +42,12 @@ def framing(points: torch.Tensor, cam_to_world: torch.Tensor, fov_y: float, marg
 
     points: (M, 3) display-frame points; cam_to_world: (V, 4, 4) OpenCV, every camera drawn (predicted
     and GT); fov_y: the tab's vertical field of view in radians; margin: how far a drawn frustum
-    reaches beyond its centre. It looks at the cloud's median (robust to stray points) from behind the cameras'
-    mean viewing direction, tilted 30 degrees down along their mean up (-y), back by 0.85 times the
+    reaches beyond its centre. It looks at the cloud's median (robust to stray points) from behind the
+    cameras' mean viewing direction, tilted 30 degrees down along their mean up (-y), back by 0.85 times the
     distance at which a sphere holding 90% of the points and every frustum just fits the view's height
-    (that sphere is a loose bound: the scene then fills most of the canvas without touching its edges). Cameras on an orbit look
-    every way (their mean direction is short): then the first camera's direction is the one looked along.
+    (that sphere is a loose bound: the scene then fills most of the canvas without touching its edges).
+    Cameras on an orbit look every way (their mean direction is short): then the first camera's
+    direction is the one looked along.
     """
     centres = cam_to_world[:, :3, 3].double()
     points = points.double()
@@ -187,18 +188,19 @@ class LiveView(nn.Module):
             fov_y = float(camera.fov)
         except AssertionError:  # viser has no camera state from this tab yet; its connect callback comes later
             return False
+        previous = self._framed.get(client.client_id) if only_if_moved_far else None
+        if previous is not None and np.linalg.norm(current - previous[0]) > 1e-3 * max(previous[2], 1e-6):
+            return False  # its user has moved the view: it stays where they put it
         points, _ = cloud.filtered(float(self.confidence_percentile.value))
         cameras = cloud.cam_to_world
         if cloud.gt_cam_to_world is not None and self.show_gt.value:
             cameras = torch.cat([cameras, cloud.gt_cam_to_world.to(cameras)])
         position, look_at, up, radius = framing(points, cameras, fov_y, margin=0.12 * cloud.scene_scale())
         position, look_at, radius = position * VISER_SCALE, look_at * VISER_SCALE, radius * VISER_SCALE
-        previous = self._framed.get(client.client_id)
-        if only_if_moved_far and previous is not None:
-            last_position, last_look_at, last_radius = previous
-            user_moved = np.linalg.norm(current - last_position) > 1e-3 * max(last_radius, 1e-6)
+        if previous is not None:
+            _, last_look_at, last_radius = previous
             far_off = np.linalg.norm(look_at - last_look_at) > 0.5 * last_radius or not 2 / 3 < radius / last_radius < 1.5
-            if user_moved or not far_off:
+            if not far_off:
                 return False
         # viser keeps the look-at offset when the position is set, so set the position first
         camera.position = position
