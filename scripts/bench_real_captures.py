@@ -180,7 +180,7 @@ def plot(rows: List[Dict], output: Path) -> None:
 
 def main(argv=None) -> List[Dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=None, help="FFRM checkpoint (default: a random tiny network)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="FFRM checkpoint, pi3 weights or a hub id such as yyfz233/Pi3 (default: a random tiny network)")
     parser.add_argument("--folders", type=Path, nargs="*", default=[], help="more image folders")
     parser.add_argument("--videos", type=Path, nargs="*", default=[], help="videos, sampled to --frames frames each")
     parser.add_argument("--frames", type=int, default=80)
@@ -190,11 +190,11 @@ def main(argv=None) -> List[Dict]:
     parser.add_argument("--output", type=Path, default=None, help="write the rows as JSON here (the PNG goes beside it)")
     args = parser.parse_args(argv)
 
-    from reliev3r_ns.model import FFRM, ffrm_config
+    from reliev3r_ns.model import FFRM, ffrm_config, load_ffrm
     from reliev3r_ns.process.video import extract_frames
 
     if args.checkpoint is not None:
-        model = FFRM.from_checkpoint(args.checkpoint).eval()
+        model = load_ffrm(args.checkpoint).eval()
         label = str(args.checkpoint)
     else:
         torch.manual_seed(0)

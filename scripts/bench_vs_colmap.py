@@ -51,13 +51,13 @@ def main(argv=None) -> list:
 
     from reliev3r_ns.eval.evaluate import evaluate, load_reference, prediction_from_reconstruction, run_colmap_sfm
     from reliev3r_ns.labels import open_view_set
-    from reliev3r_ns.model import FFRM, ffrm_config
+    from reliev3r_ns.model import FFRM, ffrm_config, load_ffrm
     from reliev3r_ns.process.dataset import DatasetWriterConfig, write_dataset
     from reliev3r_ns.process.reconstruct import ReconstructionConfig, reconstruct
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.checkpoint is not None:
-        model, trained = FFRM.from_checkpoint(args.checkpoint, map_location=device).eval(), True
+        model, trained = load_ffrm(args.checkpoint, map_location=device).eval(), True
     else:
         torch.manual_seed(0)
         model, trained = FFRM(ffrm_config("tiny")).to(device).eval(), False

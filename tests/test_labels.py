@@ -474,13 +474,32 @@ def kornia_weight_files(tmp_path):
     return tmp_path / "disk.pth", tmp_path / "lightglue.pth", tmp_path / "loftr.ckpt"
 
 
-def test_kornia_matchers_need_local_weights_and_say_which(tmp_path):
+def put_in_hub_cache(cache: Path, repo: str, filename: str, source: Path) -> None:
+    """A file laid out as huggingface_hub caches a download of it."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "snapshots" / ("0" * 40)).mkdir(parents=True, exist_ok=True)
+    (folder / "snapshots" / ("0" * 40) / filename).write_bytes(source.read_bytes())
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text("0" * 40)
+
+
+def test_kornia_matchers_take_local_files_or_kornias_hub_weights_and_say_which_is_missing(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
     from reliev3r_ns.teachers.depth import TeacherError
     from reliev3r_ns.teachers.kornia_matchers import KorniaMatcher, KorniaMatcherConfig
 
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
     disk, glue, loftr = kornia_weight_files(tmp_path)
-    with pytest.raises(TeacherError, match="--kornia.detector-weights PATH"):
+    with pytest.raises(TeacherError, match=r"kornia/disk/depth-save.pth is not in the local Hugging Face cache.*"
+                                           r"huggingface.co/kornia/disk/resolve/main/depth-save.pth.*--kornia.detector-weights PATH"):
         KorniaMatcher(KorniaMatcherConfig(weights=glue))
+    put_in_hub_cache(cache, "kornia/disk", "depth-save.pth", disk)  # as a download would have left it
+    put_in_hub_cache(cache, "kornia/lightglue", "disk_lightglue.pth", glue)
+    assert KorniaMatcher(KorniaMatcherConfig()).description()["weights"] == KorniaMatcher(KorniaMatcherConfig(detector_weights=disk, weights=glue)).description()["weights"]
     with pytest.raises(TeacherError, match="no such weights file.*--kornia.weights"):
         KorniaMatcher(KorniaMatcherConfig(detector_weights=disk, weights=tmp_path / "missing.pth"))
     with pytest.raises(TeacherError, match="do not fit the LightGlue"):
@@ -545,8 +564,9 @@ def test_loftr_pixels_come_back_in_the_images_own_frame(scene_dir, tmp_path):
 
 
 def test_pseudolabel_cli_without_kornia_weights_stops_before_any_work(scene_dir, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty_hub")}
     result = subprocess.run([sys.executable, "-m", "reliev3r_ns.cli.pseudolabel", "--data", str(scene_dir), "--matcher", "kornia",
-                             "--workers", "2", "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=300)
+                             "--workers", "2", "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode != 0
     assert "--kornia.detector-weights PATH" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "cache" / "matches").exists()

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,13 @@ def test_run_cli_prints_user_errors_verbatim_and_exits_2(capsys, monkeypatch):
     assert capsys.readouterr().err == "error: images ['a.png', 'b.png'] have [bold]different[/bold] sizes\n"
     with pytest.raises(ValueError):  # not in the given user errors: the traceback stays
         run_cli(Broken, "", (KeyError,))
+
+
+def test_every_subpackage_is_listed_for_installation():
+    """A wheel holds only the packages pyproject lists: a new subpackage left out imports here (editable) but not there."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(root).parts) for init in (root / "reliev3r_ns").rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"

@@ -241,7 +241,7 @@ def test_bad_inputs_get_clear_messages(scene_dir, checkpoint, tmp_path):
     (broken / "b.png").write_bytes(images_of(scene_dir)[0].read_bytes())
     with pytest.raises(SceneFormatError, match="only one usable image.*a.png: unreadable"):
         run(broken)
-    with pytest.raises(FileNotFoundError, match="missing.pt: no FFRM checkpoint there"):
+    with pytest.raises(FileNotFoundError, match="missing.pt: no such FFRM checkpoint or weights file"):
         ProcessImages(data=scene_dir, output_dir=tmp_path / "out", checkpoint=tmp_path / "missing.pt").main()
     assert not (tmp_path / "out").exists()
 

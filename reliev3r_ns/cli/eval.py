@@ -40,7 +40,7 @@ class Eval:
     prediction: Optional[Path] = None
     """A dataset written by reliev3r-process-data."""
     checkpoint: Optional[Path] = None
-    """Or: an FFRM checkpoint, run here on --images."""
+    """Or: an FFRM checkpoint, pi3 weights (model.safetensors) or a hub id (yyfz233/Pi3), run here on --images."""
     images: Optional[Path] = None
     """The images (a folder, or a nerfstudio dataset) for --checkpoint and --reference-sfm."""
     reference: Optional[Path] = None
@@ -63,10 +63,10 @@ class Eval:
             return prediction_from_dataset(self.prediction)
         if self.images is None:
             raise ValueError("--checkpoint needs --images (the image folder to reconstruct)")
-        from reliev3r_ns.model import FFRM, resolve_device
+        from reliev3r_ns.model import load_ffrm, resolve_device
         from reliev3r_ns.process.pipeline import process_capture
 
-        model = FFRM.from_checkpoint(self.checkpoint, map_location=resolve_device(self.device)).eval()
+        model = load_ffrm(self.checkpoint, map_location=resolve_device(self.device)).eval()
         processed = process_capture(model, self.images, self.reconstruction, self.capture)
         prediction = prediction_from_reconstruction(processed.reconstruction, f"{self.checkpoint} on {self.images}")
         prediction.num_images = processed.reconstruction.num_views + len(processed.left_out)

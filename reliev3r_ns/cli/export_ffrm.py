@@ -2,7 +2,7 @@
 
     reliev3r-export-ffrm --load-config outputs/.../config.yml --output ffrm.pt
 
-The file loads without nerfstudio: ``reliev3r_ns.model.FFRM.from_checkpoint("ffrm.pt")``.
+The file loads without nerfstudio: ``reliev3r_ns.model.load_ffrm("ffrm.pt")`` (our network or a fine-tuned pi3).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from rich.table import Table
 from reliev3r_ns.cli import run_cli
 from reliev3r_ns.data.scene_io import SceneFormatError
 from reliev3r_ns.labels import open_view_set
-from reliev3r_ns.model import FFRM, resolve_device
+from reliev3r_ns.model import FeedForwardReconstructor as FFRM, resolve_device
 from reliev3r_ns.process.dataset import DatasetWriterConfig, write_dataset
 from reliev3r_ns.process.pipeline import CaptureConfig, print_capture_report, process_capture
 from reliev3r_ns.process.reconstruct import ReconstructionConfig, default_resolution, focal_spread
@@ -51,7 +51,8 @@ class _ProcessData:
     data: Path
     output_dir: Path
     checkpoint: Optional[Path] = None
-    """Standalone FFRM checkpoint (reliev3r-export-ffrm). Default: the bundled tiny FFRM (weak labels on
+    """Standalone FFRM checkpoint (reliev3r-export-ffrm), pi3's released weights (model.safetensors, or the hub id
+    yyfz233/Pi3: downloaded once when online). Default: the bundled tiny FFRM (weak labels on
     synthetic rooms; the refinement on the photos' own matches does most of the work on real images)."""
     device: str = "auto"
     """'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ..."""
@@ -66,7 +67,9 @@ class _ProcessData:
         from reliev3r_ns.checkpoints import checkpoint_or_bundled
 
         self.checkpoint = checkpoint_or_bundled(self.checkpoint, CONSOLE.print)
-        return FFRM.from_checkpoint(self.checkpoint, map_location=resolve_device(self.device)).eval()
+        from reliev3r_ns.model import load_ffrm
+
+        return load_ffrm(self.checkpoint, map_location=resolve_device(self.device)).eval()
 
     def _images_folder(self, workdir: Path) -> Path:
         raise NotImplementedError  # each subcommand says where its images come from

@@ -27,6 +27,7 @@ import tyro
 from reliev3r_ns.data.scene_io import SceneFormatError
 from reliev3r_ns.data.synthetic_dataset import cache_dir
 from reliev3r_ns.labels import LabelCache, Labeller, PairSelectionConfig, PseudoLabelConfig, discover_view_sets
+from reliev3r_ns.labels.video_frames import DEFAULT_VIDEO_FRAMES
 from reliev3r_ns.labels.pipeline import MatcherName
 from reliev3r_ns.labels.workers import label_in_processes, label_scene
 from reliev3r_ns.teachers.depth import TeacherError, TransformersDepthTeacherConfig
@@ -43,7 +44,7 @@ def default_label_cache() -> Path:
 @dataclass
 class PseudoLabel:
     data: Path
-    """A folder of images, a nerfstudio dataset, or a folder of either (searched recursively)."""
+    """A folder of images, a nerfstudio dataset (DL3DV's included), a video, or a folder of these (searched recursively)."""
     cache_dir: Optional[Path] = None
     """Label cache root (default: <cache>/labels, see docs/reference.md, Weak labels)."""
     depth_teacher: Literal["simulated", "transformers"] = "simulated"
@@ -56,7 +57,7 @@ class PseudoLabel:
     device: str = "auto"
     batch_size: int = 4
     matcher: MatcherName = "sift"
-    """'kornia': DISK + LightGlue or LoFTR from local weight files (--kornia.method, --kornia.weights, ...).
+    """'kornia': DISK + LightGlue or LoFTR, kornia's hub weights or local files (--kornia.method, --kornia.weights, ...).
     'imported': tracks.npz / matches.npz beside each scene's images (e.g. CoTracker).
     'simulated': GT correspondences with noise and outliers (synthetic scenes; experiments and tests only)."""
     sift: SiftMatcherConfig = field(default_factory=SiftMatcherConfig)
@@ -69,6 +70,8 @@ class PseudoLabel:
     """Scenes labelled in parallel worker processes."""
     shard: Optional[str] = None
     """'K/N': label only the K-th of N disjoint shares of the scenes (K = 1..N), for N machines at once."""
+    video_frames: int = DEFAULT_VIDEO_FRAMES
+    """Frames sampled evenly from each video (once; cached under the label cache's frames/)."""
 
     def label_config(self) -> PseudoLabelConfig:
         return PseudoLabelConfig(
@@ -81,6 +84,7 @@ class PseudoLabel:
             imported=self.imported,
             simulated_matches=self.simulated_matches,
             pairs=self.pairs,
+            video_frames=self.video_frames,
         )
 
 

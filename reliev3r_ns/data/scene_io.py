@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 
+from reliev3r_ns.geometry.camera import scale_intrinsics
 from reliev3r_ns.geometry.conventions import frame_to_transforms_json, frames_from_transforms_json
 
 TRANSFORMS_FILE = "transforms.json"
@@ -52,6 +54,8 @@ class Scene:
     height: int
     depth_paths: Optional[List[Path]] = None
     metadata: Dict = field(default_factory=dict)
+    distortion: Optional[Dict[str, float]] = None
+    """Lens distortion the cameras have and ``intrinsics`` leave out (read with lens_distortion='ignore')."""
 
     @property
     def num_views(self) -> int:
@@ -151,8 +155,33 @@ def read_depth(path: Path, expected_hw: Optional[tuple] = None) -> np.ndarray:
     return depth.astype(np.float32, copy=False)
 
 
-def load_scene(root: Path) -> Scene:
+# DL3DV and nerfstudio datasets list ``images/NAME`` while shipping (or keeping only) downscaled copies
+# under images_N/ (DL3DV's 960P release has images_4/ alone): the first found in this order is read.
+DOWNSCALED_FOLDERS = ("images_4", "images_2", "images_8")
+
+
+def _resolve_frame_image(root: Path, frame: Dict) -> Path:
+    """The frame's image, or its downscaled copy with the intrinsics scaled to that copy's pixels."""
+    path = root / frame["file_path"]
+    parts = Path(frame["file_path"]).parts
+    if path.is_file() or len(parts) < 2 or parts[0] != "images":
+        return path
+    for folder in DOWNSCALED_FOLDERS:
+        candidate = root.joinpath(folder, *parts[1:])
+        if candidate.is_file():
+            with Image.open(candidate) as image:
+                width, height = image.size
+            K = scale_intrinsics(torch.from_numpy(frame["intrinsics"]), width / frame["width"], height / frame["height"])
+            frame.update(intrinsics=K.numpy(), width=width, height=height)
+            return candidate
+    return path
+
+
+def load_scene(root: Path, lens_distortion: str = "refuse") -> Scene:
     """Read and validate a scene folder (see the module docstring for the layout).
+
+    ``lens_distortion='ignore'`` reads a dataset whose cameras have distortion coefficients (DL3DV's
+    OPENCV cameras) with their pinhole part, for uses that take its poses for evaluation only.
 
     Raises:
         SceneFormatError: naming the file, for a missing or malformed transforms.json, frames with
@@ -167,16 +196,16 @@ def load_scene(root: Path) -> Scene:
     except json.JSONDecodeError as error:
         raise SceneFormatError(f"{transforms_path}: not valid JSON ({error})") from None
     try:
-        frames = frames_from_transforms_json(meta, source=str(transforms_path))
+        frames = frames_from_transforms_json(meta, source=str(transforms_path), lens_distortion=lens_distortion)
     except ValueError as error:
         raise SceneFormatError(str(error)) from None
+    image_paths = [_resolve_frame_image(root, f) for f in frames]
     sizes = {(f["width"], f["height"]) for f in frames}
     if len(sizes) != 1:
         raise SceneFormatError(
             f"{transforms_path}: frames have different image sizes {sorted(sizes)}; resize them to one size"
         )
     width, height = sizes.pop()
-    image_paths = [root / f["file_path"] for f in frames]
     for path in image_paths:
         if not path.is_file():
             raise SceneFormatError(f"{path}: image listed in {transforms_path} does not exist")
@@ -205,6 +234,7 @@ def load_scene(root: Path) -> Scene:
         height=height,
         depth_paths=depth_paths,
         metadata=metadata,
+        distortion=next((f["distortion"] for f in frames if "distortion" in f), None),
     )
 
 

@@ -120,12 +120,14 @@ _INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 _DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 
 
-def frames_from_transforms_json(meta: Dict[str, Any], source: str = "transforms.json") -> List[Dict[str, Any]]:
+def frames_from_transforms_json(meta: Dict[str, Any], source: str = "transforms.json", lens_distortion: str = "refuse") -> List[Dict[str, Any]]:
     """Read every frame of a parsed ``transforms.json`` into OpenCV conventions.
 
     Intrinsics may be given per frame or once at the top level (nerfstudio allows both; a per-frame
     value wins). Returns one dict per frame with ``file_path``, ``cam_to_world`` ((4, 4) OpenCV,
     float64), ``intrinsics`` ((3, 3), OpenCV pixel convention), ``width``, ``height`` and, when present, ``depth_file_path``.
+    ``lens_distortion``: 'refuse' a frame with distortion coefficients, or 'ignore' them (keep the pinhole
+    part; each frame then carries them under ``distortion``), for a dataset whose poses serve evaluation only.
 
     Raises:
         ValueError: naming ``source`` and the frame, when a required field is missing or malformed.
@@ -162,7 +164,8 @@ def frames_from_transforms_json(meta: Dict[str, Any], source: str = "transforms.
                 f"got shape {c2w_gl.shape}"
             )
         distortion = {k: frame.get(k, meta.get(k, 0.0)) for k in _DISTORTION_KEYS}
-        if any(float(v) != 0.0 for v in distortion.values()):
+        distorted = any(float(v) != 0.0 for v in distortion.values())
+        if distorted and lens_distortion != "ignore":
             raise ValueError(
                 f"{where} ({frame['file_path']}): lens distortion {distortion} is not supported; "
                 "undistort the images first (e.g. with COLMAP's image_undistorter) and write a PINHOLE model"
@@ -179,5 +182,7 @@ def frames_from_transforms_json(meta: Dict[str, Any], source: str = "transforms.
         }
         if "depth_file_path" in frame:
             entry["depth_file_path"] = frame["depth_file_path"]
+        if distorted:
+            entry["distortion"] = {k: float(v) for k, v in distortion.items()}
         out.append(entry)
     return out

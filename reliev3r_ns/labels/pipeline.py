@@ -17,7 +17,8 @@ import numpy as np
 from reliev3r_ns.data.scene_io import common_image_size
 from reliev3r_ns.labels.cache import LabelCache, config_key, file_key
 from reliev3r_ns.labels.pairs import PairSelectionConfig, select_pairs
-from reliev3r_ns.labels.view_sets import ViewSet
+from reliev3r_ns.labels.video_frames import DEFAULT_VIDEO_FRAMES
+from reliev3r_ns.labels.view_sets import ViewSet, open_view_set
 from reliev3r_ns.teachers.depth import (
     DepthTeacher,
     SimulatedDepthTeacher,
@@ -43,7 +44,7 @@ class PseudoLabelConfig:
     simulated: SimulatedDepthTeacherConfig = field(default_factory=SimulatedDepthTeacherConfig)
     simulated_seed: int = 0
     matcher: MatcherName = "sift"
-    """'kornia': DISK + LightGlue or LoFTR from local weight files (see --kornia.*, teachers/kornia_matchers.py).
+    """'kornia': DISK + LightGlue or LoFTR, kornia's hub weights or local files (see --kornia.*, teachers/kornia_matchers.py).
     'imported': tracks.npz / matches.npz made elsewhere (e.g. CoTracker), see teachers/imported.py.
     'simulated': GT correspondences with noise and outliers (synthetic scenes; experiments and tests only)."""
     sift: SiftMatcherConfig = field(default_factory=SiftMatcherConfig)
@@ -51,6 +52,8 @@ class PseudoLabelConfig:
     imported: ImportedMatcherConfig = field(default_factory=ImportedMatcherConfig)
     simulated_matches: SimulatedMatcherConfig = field(default_factory=SimulatedMatcherConfig)
     pairs: PairSelectionConfig = field(default_factory=PairSelectionConfig)
+    video_frames: int = DEFAULT_VIDEO_FRAMES
+    """Frames sampled (evenly, once, cached under <label cache>/frames) from each video under --data."""
 
     def build_depth_teacher(self) -> DepthTeacher:
         if self.depth_teacher == "simulated":
@@ -107,6 +110,10 @@ class Labeller:
         self.match_key = config_key(match_description)
         cache.describe("depth", self.depth_key, depth_description)
         cache.describe("matches", self.match_key, match_description)
+
+    def open_view_set(self, scene: Path) -> ViewSet:
+        """A scene under --data as a view set; a video's frames go to this cache's ``frames/`` folder."""
+        return open_view_set(scene, self.cache.root / "frames", self.config.video_frames)
 
     def label(self, view_set: ViewSet, progress: Optional[Callable[[int, int], None]] = None) -> SceneLabels:
         """Load or compute every label of ``view_set``; ``progress(done, total)`` after each item."""

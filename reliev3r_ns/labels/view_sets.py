@@ -1,15 +1,21 @@
 """What a 'scene' is for labelling: a set of images of one place, found under a data folder.
 
-Three layouts are recognised, checked in this order for every folder under ``--data``:
-  1. a nerfstudio dataset (``transforms.json``; our synthetic scenes are these, with GT depth);
+Four layouts are recognised, checked in this order for every folder under ``--data``:
+  1. a nerfstudio dataset (``transforms.json``; our synthetic scenes are these, with GT depth). DL3DV's
+     scenes are these too: their ``images/`` paths are read from ``images_4/`` (or images_2, images_8)
+     when only the downscaled copy is there, with the intrinsics scaled to it, and their lens
+     distortion is left out with a note (their poses serve evaluation only; the weak losses never see them);
   2. a folder with an ``images/`` subfolder of images (e.g. the output of a capture app);
-  3. a folder holding images directly.
-Hidden folders (a leading '.') are skipped; they hold unfinished writes.
+  3. a folder holding images directly;
+  4. a video file (see :mod:`reliev3r_ns.labels.video_frames`: frames sampled once, cached).
+Videos and image folders may stand side by side under one ``--data``. Hidden folders and files (a
+leading '.') are skipped; they hold unfinished writes.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -17,6 +23,7 @@ from typing import List, Optional
 import numpy as np
 
 from reliev3r_ns.data.scene_io import TRANSFORMS_FILE, Scene, SceneFormatError, load_scene, read_depth, read_rgb
+from reliev3r_ns.labels.video_frames import DEFAULT_VIDEO_FRAMES, cached_video_frames, is_video
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -57,11 +64,21 @@ def is_view_set(folder: Path) -> bool:
     return (folder / TRANSFORMS_FILE).is_file() or ((folder / "images").is_dir() and bool(_images_in(folder / "images"))) or bool(_images_in(folder))
 
 
-def open_view_set(folder: Path) -> ViewSet:
-    """Read one scene's image list; raises SceneFormatError naming the folder for an empty one."""
+def open_view_set(folder: Path, frames_cache: Optional[Path] = None, video_frames: int = DEFAULT_VIDEO_FRAMES) -> ViewSet:
+    """Read one scene's image list; raises SceneFormatError naming the folder for an empty one.
+
+    A video's frames are sampled into ``frames_cache`` (``<label cache>/frames`` for the labeller and
+    the training) on first use."""
     folder = Path(folder)
+    if is_video(folder):
+        if frames_cache is None:
+            raise SceneFormatError(f"{folder}: a video; give it to `reliev3r-process-data video`, or put it under a training --data")
+        return ViewSet(folder, cached_video_frames(folder, frames_cache, video_frames), exif_transpose=False)
     if (folder / TRANSFORMS_FILE).is_file():
-        scene = load_scene(folder)
+        scene = load_scene(folder, lens_distortion="ignore")
+        if scene.distortion:
+            warnings.warn(f"{folder / TRANSFORMS_FILE}: lens distortion {scene.distortion} left out; its pinhole part is used "
+                          "as the known intrinsics (undistort the images for exact ones)")
         return ViewSet(folder, scene.image_paths, exif_transpose=False, scene=scene)
     for candidate in (folder / "images", folder):
         if candidate.is_dir():
@@ -77,13 +94,15 @@ def open_view_set(folder: Path) -> ViewSet:
 def discover_view_sets(data: Path) -> List[Path]:
     """Every scene folder under ``data`` (``data`` itself when it is one), sorted."""
     data = Path(data)
+    if is_video(data):
+        return [data]
     if not data.is_dir():
         raise SceneFormatError(f"{data}: not a folder")
     found: List[Path] = []
     visited = set()
     # Links are followed (a dataset assembled from linked scene folders), each real folder once (a
     # link back up the tree would otherwise loop).
-    for current, dirs, _ in os.walk(data, followlinks=True):
+    for current, dirs, files in os.walk(data, followlinks=True):
         real = os.path.realpath(current)
         if real in visited:
             dirs[:] = []
@@ -96,10 +115,12 @@ def discover_view_sets(data: Path) -> List[Path]:
         loose = bool(_images_in(current_path)) and not any(is_view_set(current_path / d) for d in dirs)
         if is_view_set(current_path) and (structured or loose):
             found.append(current_path)
-            dirs[:] = []  # a scene's own subfolders (images/, depth/) are not scenes
+            dirs[:] = []  # a scene's own subfolders (images/, depth/) and videos are not scenes
+        else:
+            found.extend(current_path / name for name in files if is_video(current_path / name))
     if not found:
         raise SceneFormatError(
-            f"{data}: no scenes found. Give a folder of images, a nerfstudio dataset, or a folder of either "
-            "(e.g. the output of `reliev3r-synthetic generate`)"
+            f"{data}: no scenes found. Give a folder of images, a nerfstudio dataset, videos, or a folder of "
+            "these (e.g. the output of `reliev3r-synthetic generate`)"
         )
-    return found
+    return sorted(found)

@@ -12,7 +12,6 @@ from reliev3r_ns.data.process_pool import scene_process_pool
 from reliev3r_ns.data.scene_io import SceneFormatError
 from reliev3r_ns.labels.cache import LabelCache
 from reliev3r_ns.labels.pipeline import Labeller, PseudoLabelConfig
-from reliev3r_ns.labels.view_sets import open_view_set
 from reliev3r_ns.teachers.depth import TeacherError
 
 Result = Tuple[Path, str, str]  # (scene, "ok" | "failed", details)
@@ -31,7 +30,7 @@ def label_scene(scene: Path, labeller: Optional[Labeller] = None, progress: Opti
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            labels = labeller.label(open_view_set(scene), progress)
+            labels = labeller.label(labeller.open_view_set(scene), progress)
         notes = "; ".join(str(w.message) for w in caught)
         return scene, "ok", f"{len(labels.teacher)} views, {len(labels.pairs)} pairs, {labels.num_matches} matches" + (f" ({notes})" if notes else "")
     except (SceneFormatError, TeacherError, ValueError) as error:

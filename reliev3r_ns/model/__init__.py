@@ -5,10 +5,12 @@ from reliev3r_ns.model.ffrm import (
     CHECKPOINT_VERSION,
     FFRM,
     FFRMConfig,
+    FeedForwardReconstructor,
     ModelSize,
     Prediction,
     ffrm_config,
     resolve_device,
 )
+from reliev3r_ns.model.loading import load_ffrm
 
-__all__ = ["ModelSize", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "FFRM", "FFRMConfig", "Prediction", "ffrm_config", "resolve_device"]
+__all__ = ["ModelSize", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "FFRM", "FFRMConfig", "FeedForwardReconstructor", "load_ffrm", "Prediction", "ffrm_config", "resolve_device"]

@@ -37,14 +37,38 @@ from reliev3r_ns.model.heads import CameraHead, DenseHead
 Tensor = torch.Tensor
 
 CHECKPOINT_FORMAT = "reliev3r-ffrm"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ModelSize = Literal["tiny", "small", "base", "large"]
 
 
+class StoredConfig:
+    """A network config that a checkpoint stores as a plain dict and reads back (tuples as lists)."""
+
+    _target: Type
+
+    def setup(self):
+        return self._target(self)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "_target"}
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)} - {"_target"}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {unknown}: the checkpoint was written by a newer reliev3r-ns")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 @dataclass
-class FFRMConfig:
+class FFRMConfig(StoredConfig):
     """Everything that defines the network; stored inside every checkpoint."""
 
     _target: Type = field(default_factory=lambda: FFRM)
@@ -73,24 +97,6 @@ class FFRMConfig:
     fov_range_degrees: Tuple[float, float] = (15.0, 150.0)
     gradient_checkpointing: bool = False
 
-    def setup(self) -> "FFRM":
-        return self._target(self)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "_target"}
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "FFRMConfig":
-        names = {f.name for f in dataclasses.fields(cls)} - {"_target"}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown FFRM config keys {unknown}: the checkpoint was written by a newer reliev3r-ns")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return cls(**kwargs)
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def ffrm_config(size: ModelSize = "tiny", **overrides: Any) -> FFRMConfig:
@@ -141,55 +147,30 @@ class Prediction:
         return self._map(lambda t: t[index])
 
 
-class FFRM(nn.Module):
-    def __init__(self, config: FFRMConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.backbone = AlternatingAttentionBackbone(config)
-        self.camera_head = CameraHead(config.embed_dim, config.camera_hidden, config.num_registers, config.fov_range_degrees,
-                                      config.camera_translation_init_std)
-        self.dense_head = DenseHead(config.embed_dim, config.dense_layer_dims, config.dense_features)
-        self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
+class FeedForwardReconstructor(nn.Module):
+    """What every network the project accepts as an FFRM provides (ours and pi3's, :mod:`reliev3r_ns.model.pi3`):
+    ``forward(images (B, V, 3, H, W), intrinsics) -> Prediction``, a ``config`` with ``patch_size`` and
+    ``to_dict``, and from here inference at any image size and the standalone checkpoint."""
+
+    architecture = "reliev3r"
+    """Stored in the checkpoint; says which class and config read it back."""
+    config: Any
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, images: Tensor, intrinsics: Optional[Tensor] = None) -> Prediction:
-        """images (B, V, 3, H, W) in [0, 1] with H, W multiples of the patch size;
-        intrinsics (B, V, 3, 3) OpenCV at this resolution, or None to use the predicted fov."""
+    def check_inputs(self, images: Tensor, intrinsics: Optional[Tensor] = None) -> Tuple[int, int, int, int, int]:
+        """(B, V, 3, H, W) of ``images``, or a clear error for a wrong shape, a size off the patch grid or
+        intrinsics that do not fit."""
         if images.ndim != 5 or images.shape[2] != 3:
             raise ValueError(f"images must be (B, V, 3, H, W), got {tuple(images.shape)}")
         B, V, _, H, W = images.shape
         p = self.config.patch_size
         if H % p or W % p:
-            raise ValueError(f"image size {W}x{H} is not a multiple of the patch size {p}; resize or use FFRM.infer")
+            raise ValueError(f"image size {W}x{H} is not a multiple of the patch size {p}; resize or use infer")
         if intrinsics is not None and intrinsics.shape != (B, V, 3, 3):
             raise ValueError(f"intrinsics must be (B, V, 3, 3) = {(B, V, 3, 3)}, got {tuple(intrinsics.shape)}")
-
-        layers, tokens = self.backbone((images - self.image_mean) / self.image_std)
-        depth, confidence = self.dense_head(layers, (H // p, W // p), (H, W))  # (B*V, H, W)
-        depth, confidence = depth.reshape(B, V, H, W), confidence.reshape(B, V, H, W)
-        rotation, translation, fov_x = self.camera_head(tokens)
-
-        with torch.autocast(device_type=images.device.type, enabled=False):  # geometry in fp32
-            depth, confidence = depth.float(), confidence.float()
-            rotation, translation, fov_x = rotation.float(), translation.float(), fov_x.float()
-            cam_to_world = make_pose(rotation, translation)  # (B, V, 4, 4)
-            if self.config.reference == "first":
-                # Express every camera in view 0's frame; view 0 is exactly the identity.
-                relative = invert_pose(cam_to_world[:, :1]) @ cam_to_world[:, 1:]
-                identity = torch.eye(4, dtype=relative.dtype, device=relative.device).expand(B, 1, 4, 4)
-                cam_to_world = torch.cat([identity, relative], dim=1)
-            if intrinsics is None:
-                intrinsics = intrinsics_from_fov(fov_x, W, H)
-            else:
-                # Unused with known intrinsics: cut it from the graph, or DDP (find_unused_parameters)
-                # waits for gradients of the field-of-view layer that never come.
-                fov_x = fov_x.detach()
-            intrinsics = intrinsics.float()
-            world_points = unproject_depth_to_world(depth, intrinsics, cam_to_world)
-        return Prediction(cam_to_world, intrinsics, depth, confidence, world_points, fov_x)
+        return B, V, 3, H, W
 
     # ----------------------------------------------------------------------------------- inference
     def inference_size(self, height: int, width: int, resolution: Optional[int] = None) -> Tuple[int, int]:
@@ -244,18 +225,22 @@ class FFRM(nn.Module):
 
     # --------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: Union[str, Path], extra: Optional[Dict[str, Any]] = None) -> Path:
-        """Write {format, version, config, state_dict, extra} atomically (temp file + rename)."""
+        """Write {format, version, architecture, config, state_dict, extra} atomically (temp file + rename).
+        Our own network keeps version 1 (readable by every release); other architectures write 2."""
         payload = {
             "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
+            "version": 1 if self.architecture == "reliev3r" else CHECKPOINT_VERSION,
+            "architecture": self.architecture,
             "config": self.config.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-            "extra": extra or {},
+            "extra": {**getattr(self, "checkpoint_extra", {}), **(extra or {})},
         }
         return save_atomically(payload, path)
 
     @classmethod
-    def from_checkpoint(cls, path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> "FFRM":
+    def from_checkpoint(cls, path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> "FeedForwardReconstructor":
+        """Read a standalone checkpoint of any architecture (the class comes from the file, not from ``cls``).
+        Other weights (pi3's own ``model.safetensors``, a hub id) go through :func:`reliev3r_ns.model.load_ffrm`."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
@@ -270,13 +255,66 @@ class FFRM(nn.Module):
             raise ValueError(f"{path}: not a reliev3r FFRM checkpoint (no format={CHECKPOINT_FORMAT!r} inside)")
         if payload.get("version", 0) > CHECKPOINT_VERSION:
             raise ValueError(f"{path}: checkpoint version {payload['version']} is newer than this reliev3r-ns reads ({CHECKPOINT_VERSION}); upgrade")
-        model = cls(FFRMConfig.from_dict(payload["config"]))
+        network_class, config_class = architecture_classes(payload.get("architecture", "reliev3r"), path)
+        model = network_class(config_class.from_dict(payload["config"]))
         missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
         if missing or unexpected:
             raise ValueError(f"{path}: weights do not fit the stored config (missing {missing[:5]}, unexpected {unexpected[:5]})")
         model.checkpoint_extra = payload.get("extra", {})
         return model.to(map_location)
 
+
+def architecture_classes(architecture: str, path: Union[str, Path] = "") -> Tuple[type, type]:
+    """(network class, config class) of an architecture name stored in a checkpoint."""
+    if architecture == "reliev3r":
+        return FFRM, FFRMConfig
+    if architecture == "pi3":
+        from reliev3r_ns.model.pi3 import Pi3Config, Pi3Network
+
+        return Pi3Network, Pi3Config
+    raise ValueError(f"{path}: unknown FFRM architecture {architecture!r}: written by a newer reliev3r-ns; upgrade")
+
+
+class FFRM(FeedForwardReconstructor):
+    def __init__(self, config: FFRMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = AlternatingAttentionBackbone(config)
+        self.camera_head = CameraHead(config.embed_dim, config.camera_hidden, config.num_registers, config.fov_range_degrees,
+                                      config.camera_translation_init_std)
+        self.dense_head = DenseHead(config.embed_dim, config.dense_layer_dims, config.dense_features)
+        self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor, intrinsics: Optional[Tensor] = None) -> Prediction:
+        """images (B, V, 3, H, W) in [0, 1] with H, W multiples of the patch size;
+        intrinsics (B, V, 3, 3) OpenCV at this resolution, or None to use the predicted fov."""
+        B, V, _, H, W = self.check_inputs(images, intrinsics)
+        p = self.config.patch_size
+
+        layers, tokens = self.backbone((images - self.image_mean) / self.image_std)
+        depth, confidence = self.dense_head(layers, (H // p, W // p), (H, W))  # (B*V, H, W)
+        depth, confidence = depth.reshape(B, V, H, W), confidence.reshape(B, V, H, W)
+        rotation, translation, fov_x = self.camera_head(tokens)
+
+        with torch.autocast(device_type=images.device.type, enabled=False):  # geometry in fp32
+            depth, confidence = depth.float(), confidence.float()
+            rotation, translation, fov_x = rotation.float(), translation.float(), fov_x.float()
+            cam_to_world = make_pose(rotation, translation)  # (B, V, 4, 4)
+            if self.config.reference == "first":
+                # Express every camera in view 0's frame; view 0 is exactly the identity.
+                relative = invert_pose(cam_to_world[:, :1]) @ cam_to_world[:, 1:]
+                identity = torch.eye(4, dtype=relative.dtype, device=relative.device).expand(B, 1, 4, 4)
+                cam_to_world = torch.cat([identity, relative], dim=1)
+            if intrinsics is None:
+                intrinsics = intrinsics_from_fov(fov_x, W, H)
+            else:
+                # Unused with known intrinsics: cut it from the graph, or DDP (find_unused_parameters)
+                # waits for gradients of the field-of-view layer that never come.
+                fov_x = fov_x.detach()
+            intrinsics = intrinsics.float()
+            world_points = unproject_depth_to_world(depth, intrinsics, cam_to_world)
+        return Prediction(cam_to_world, intrinsics, depth, confidence, world_points, fov_x)
 
 def resolve_device(device: str = "auto") -> str:
     """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else is returned as given."""

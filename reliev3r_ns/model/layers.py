@@ -116,16 +116,18 @@ class LayerScale(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block."""
+    """Pre-norm transformer block. ``layer_scale=None`` drops the residual gains (pi3's head decoders);
+    ``norm_eps`` is 1e-6 in DINOv2 and pi3, PyTorch's 1e-5 in our own presets."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qk_norm: bool, layer_scale: float) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qk_norm: bool, layer_scale: Optional[float],
+                 norm_eps: float = 1e-5) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qk_norm)
-        self.ls1 = LayerScale(dim, layer_scale)
-        self.norm2 = nn.LayerNorm(dim)
+        self.ls1 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.ls2 = LayerScale(dim, layer_scale)
+        self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
 
     def forward(self, x: Tensor, rope: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
         x = x + self.ls1(self.attn(self.norm1(x), rope))

@@ -69,7 +69,8 @@ class Reliev3rDataParserConfig(NerfstudioDataParserConfig):
     data: Path = Path()
     """A folder of images (or a nerfstudio dataset, whose poses are ignored)."""
     checkpoint: Optional[Path] = None
-    """Standalone FFRM checkpoint (reliev3r-export-ffrm). Default: the bundled tiny FFRM (weak labels on
+    """Standalone FFRM checkpoint (reliev3r-export-ffrm), pi3's released weights (model.safetensors, or the hub id
+    yyfz233/Pi3: downloaded once when online). Default: the bundled tiny FFRM (weak labels on
     synthetic rooms), as in reliev3r-process-data."""
     reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
@@ -95,23 +96,27 @@ class Reliev3rDataParser(DataParser):
         from reliev3r_ns.checkpoints import checkpoint_or_bundled
 
         config.checkpoint = checkpoint_or_bundled(config.checkpoint, lambda line: CONSOLE.print(f"reliev3r-data: {line}"))
-        if not Path(config.checkpoint).is_file():
-            raise FileNotFoundError(f"{config.checkpoint}: no such checkpoint. {NO_CHECKPOINT}")
+        from reliev3r_ns.model.loading import checkpoint_file
+
+        try:
+            weights = checkpoint_file(config.checkpoint)  # a hub id or a folder: the file itself, for the cache key
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{config.checkpoint}: no such checkpoint. {NO_CHECKPOINT}") from None
         files, exif_transpose = capture_files(config.data)
         options = {"reconstruction": dataclasses.asdict(config.reconstruction), "capture": dataclasses.asdict(config.capture),
                    "camera_intrinsics": config.camera_intrinsics, "exif_transpose": exif_transpose}
-        key = config_key({"images": file_key(sorted(files)), "checkpoint": file_key([Path(config.checkpoint)]), "options": options})
+        key = config_key({"images": file_key(sorted(files)), "checkpoint": file_key([weights]), "options": options})
         target = (config.processed_cache or cache_dir() / "processed") / key
         if (target / "transforms.json").is_file():
             CONSOLE.print(f"reliev3r-data: using the reconstruction in {target}")
             return target
-        from reliev3r_ns.model import FFRM, resolve_device
+        from reliev3r_ns.model import load_ffrm, resolve_device
 
-        model = FFRM.from_checkpoint(config.checkpoint, map_location=resolve_device(config.device)).eval()
+        model = load_ffrm(weights, map_location=resolve_device(config.device)).eval()
         CONSOLE.print(f"reliev3r-data: reconstructing the images of {config.data} with {config.checkpoint}")
         processed = process_capture(model, config.data, config.reconstruction, config.capture)
         print_capture_report(processed, CONSOLE)
-        metadata = {"generator": "reliev3r-data", "checkpoint": str(Path(config.checkpoint).resolve()), "source": str(Path(config.data).resolve()),
+        metadata = {"generator": "reliev3r-data", "checkpoint": str(config.checkpoint), "checkpoint_file": str(weights.resolve()), "source": str(Path(config.data).resolve()),
                     **options, **processed.report()}
         write_dataset(processed.reconstruction, target, DatasetWriterConfig(camera_intrinsics=config.camera_intrinsics), exif_transpose,
                       json.loads(json.dumps(metadata)))

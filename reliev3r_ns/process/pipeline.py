@@ -23,7 +23,7 @@ from rich.table import Table
 
 from reliev3r_ns.data.scene_io import TRANSFORMS_FILE, SceneFormatError, load_scene
 from reliev3r_ns.labels.view_sets import IMAGE_EXTENSIONS
-from reliev3r_ns.model import FFRM
+from reliev3r_ns.model import FeedForwardReconstructor as FFRM  # ours or pi3 (reliev3r_ns.model.pi3)
 from reliev3r_ns.process.bundle import ViewRefineConfig, ViewRefineResult, refine_views
 from reliev3r_ns.process.capture import Capture, read_rgb_reduced, require_two, scan_capture
 from reliev3r_ns.process.matching import MatchGraph, MatchingConfig, build_match_graph, visual_order

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from reliev3r_ns.data.scene_io import SceneFormatError, image_size
 from reliev3r_ns.process.capture import read_rgb_reduced
 from reliev3r_ns.geometry import Sim3, scale_intrinsics, umeyama_alignment, unproject_depth_to_world
-from reliev3r_ns.model import FFRM
+from reliev3r_ns.model import FeedForwardReconstructor as FFRM  # ours or pi3 (reliev3r_ns.model.pi3)
 
 Tensor = torch.Tensor
 

@@ -18,7 +18,7 @@ import torch
 
 from reliev3r_ns.labels import LabelCache, Labeller, PseudoLabelConfig, ViewSet
 from reliev3r_ns.losses import GeometryPrediction, Reliev3rLossConfig, WeakLabels, compute_loss
-from reliev3r_ns.model import FFRM
+from reliev3r_ns.model import FeedForwardReconstructor as FFRM  # ours or pi3 (reliev3r_ns.model.pi3)
 from reliev3r_ns.training.clips import LoadedScene, collate_clips, load_training_scene, sample_clip_views
 
 

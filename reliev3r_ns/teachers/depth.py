@@ -105,6 +105,26 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
+def hub_file(repo: str, filename: str, how: str, error: type = TeacherError) -> Path:
+    """One file of a Hugging Face hub repo as ``hf_hub_download`` gives it: from the local cache, else
+    downloaded unless offline (HF_HUB_OFFLINE=1). Failing, ``error`` with ``how`` (what to do instead)
+    after the file's URL."""
+    from huggingface_hub import hf_hub_download
+
+    advice = f"download https://huggingface.co/{repo}/resolve/main/{filename} where there is network and {how}"
+    try:
+        return Path(hf_hub_download(repo, filename, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (or no such repo in the cache); try the network below
+        pass
+    if hub_offline():
+        raise error(f"{repo}/{filename} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: {advice}") from None
+    try:
+        return Path(hf_hub_download(repo, filename))
+    except Exception as failure:  # noqa: BLE001 - network, missing repo or file: all need the same advice
+        raise error(f"cannot download {filename} of {repo!r} from the Hugging Face hub "
+                    f"({str(failure).splitlines()[0] if str(failure) else type(failure).__name__}): {advice}") from None
+
+
 def load_pretrained(loader, model: str, download: bool, what: str = "depth teacher"):
     """``loader.from_pretrained(model)`` the way its users call it, with errors that say what to do: the
     local cache (or folder) first, then, for a hub id, a download unless offline."""

@@ -1,12 +1,15 @@
-"""Learned matchers through kornia: DISK + LightGlue and LoFTR, with weights from files the user names.
+"""Learned matchers through kornia: DISK + LightGlue and LoFTR.
 
-kornia's own constructors download weights; here the networks are built empty and filled from local
-files only, so a missing file is a clear error and never a download:
+The networks are built empty and filled from a weights file, checked key by key:
 
 - ``disk-lightglue``: ``--kornia.detector-weights`` is a DISK checkpoint (the official ``depth-save.pth``
   holds it under ``extractor``), ``--kornia.weights`` a LightGlue-for-DISK checkpoint
   (``disk_lightglue*.pth``, original or kornia key names).
 - ``loftr``: ``--kornia.weights`` is a LoFTR checkpoint (``loftr_outdoor.ckpt``: ``state_dict``).
+
+A file not given is the one kornia's own ``pretrained`` constructors fetch, from kornia's Hugging Face
+repos (``kornia/disk``, ``kornia/lightglue``, ``kornia/loftr``): the local hub cache first, else a
+download when online; offline (HF_HUB_OFFLINE=1) and not cached, an error naming the URL and the flag.
 
 Images are matched at ``resolution`` (longest side) and the pixels mapped back to the image; the
 matches then go through the same MAGSAC fundamental-matrix check as SIFT. Pixels come out in the
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from reliev3r_ns.geometry import scale_pixels
-from reliev3r_ns.teachers.depth import TeacherError
+from reliev3r_ns.teachers.depth import TeacherError, hub_file
 from reliev3r_ns.teachers.sift import VERIFICATION, verify_matches
 
 
@@ -37,9 +40,10 @@ class MatcherError(TeacherError):
 class KorniaMatcherConfig:
     method: Literal["disk-lightglue", "loftr"] = "disk-lightglue"
     weights: Optional[Path] = None
-    """LightGlue weights (disk-lightglue) or LoFTR weights (loftr): a local file."""
+    """LightGlue weights (disk-lightglue) or LoFTR weights (loftr): a local file; by default kornia's
+    released file from the Hugging Face hub (kornia/lightglue disk_lightglue.pth, kornia/loftr loftr_outdoor.ckpt)."""
     detector_weights: Optional[Path] = None
-    """DISK weights (disk-lightglue only): a local file."""
+    """DISK weights (disk-lightglue only): a local file; by default kornia/disk depth-save.pth from the hub."""
     device: str = "auto"
     resolution: int = 640
     """Longest image side the matcher runs at (LoFTR: rounded to a multiple of 8)."""
@@ -53,10 +57,20 @@ class KorniaMatcherConfig:
     max_matches_per_pair: int = 2048
 
 
-def _load_file(path: Optional[Path], what: str, flag: str) -> Dict[str, torch.Tensor]:
-    if path is None:
-        raise MatcherError(f"the {what} needs its weights file: pass {flag} PATH (nothing is downloaded)")
-    path = Path(path)
+# kornia's released weights (what its pretrained constructors download), as (hub repo, file).
+HUB_WEIGHTS = {"DISK detector": ("kornia/disk", "depth-save.pth"), "LightGlue matcher (for DISK)": ("kornia/lightglue", "disk_lightglue.pth"),
+               "LoFTR matcher": ("kornia/loftr", "loftr_outdoor.ckpt")}
+
+
+def _weights_path(path: Optional[Path], what: str, flag: str) -> Path:
+    """The file given, or kornia's released one from the hub (cached, downloaded, or a clear error)."""
+    if path is not None:
+        return Path(path)
+    repo, filename = HUB_WEIGHTS[what]
+    return hub_file(repo, filename, f"pass it as {flag} PATH", MatcherError)
+
+
+def _load_file(path: Path, what: str, flag: str) -> Dict[str, torch.Tensor]:
     if not path.is_file():
         raise MatcherError(f"{path}: no such weights file for the {what} ({flag}); download it once by hand and point here")
     try:
@@ -108,18 +122,23 @@ class KorniaMatcher:
         self.name = f"kornia-{config.method}"
         self.device = torch.device(resolve_device(config.device))
         if config.method == "disk-lightglue":
+            detector = _weights_path(config.detector_weights, "DISK detector", "--kornia.detector-weights")
+            matcher = _weights_path(config.weights, "LightGlue matcher (for DISK)", "--kornia.weights")
+            self.weight_files = [detector, matcher]
             self.disk = KF.DISK()
-            state = _load_file(config.detector_weights, "DISK detector", "--kornia.detector-weights")
-            _fill(self.disk, state.get("extractor", state), config.detector_weights, "DISK detector")
+            state = _load_file(detector, "DISK detector", "--kornia.detector-weights")
+            _fill(self.disk, state.get("extractor", state), detector, "DISK detector")
             glue_conf = {k: v for k, v in KF.LightGlue.features["disk"].items() if k != "weights"}
             self.lightglue = KF.LightGlue(features=None, **glue_conf)
-            state = _load_file(config.weights, "LightGlue matcher (for DISK)", "--kornia.weights")
-            _fill(self.lightglue, _lightglue_keys(state, self.lightglue.conf.n_layers), config.weights, "LightGlue matcher (for DISK)")
+            state = _load_file(matcher, "LightGlue matcher (for DISK)", "--kornia.weights")
+            _fill(self.lightglue, _lightglue_keys(state, self.lightglue.conf.n_layers), matcher, "LightGlue matcher (for DISK)")
             self.networks = (self.disk, self.lightglue)
         elif config.method == "loftr":
+            matcher = _weights_path(config.weights, "LoFTR matcher", "--kornia.weights")
+            self.weight_files = [matcher]
             self.loftr = KF.LoFTR(pretrained=None)
-            state = _load_file(config.weights, "LoFTR matcher", "--kornia.weights")
-            _fill(self.loftr, state.get("state_dict", state), config.weights, "LoFTR matcher")
+            state = _load_file(matcher, "LoFTR matcher", "--kornia.weights")
+            _fill(self.loftr, state.get("state_dict", state), matcher, "LoFTR matcher")
             self.networks = (self.loftr,)
         else:
             raise MatcherError(f"unknown kornia matcher {config.method!r}; choose disk-lightglue or loftr")
@@ -131,9 +150,9 @@ class KorniaMatcher:
 
         from reliev3r_ns.labels.cache import file_key
 
-        weights = [p for p in (self.config.detector_weights, self.config.weights) if p is not None]
+        weights = self.weight_files  # the files read, wherever they came from: the key follows their bytes
         config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.config).items() if k not in ("device", "weights", "detector_weights")}
-        return {"matcher": self.name, "kornia": kornia.__version__, "weights": file_key([Path(p) for p in weights]),
+        return {"matcher": self.name, "kornia": kornia.__version__, "weights": file_key(weights),
                 "verification": VERIFICATION, **config}
 
     def item_files(self, view_set, index: int):

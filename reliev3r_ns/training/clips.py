@@ -23,7 +23,7 @@ from reliev3r_ns.losses import Matches
 @dataclass
 class LoadedScene:
     name: str
-    images: torch.Tensor  # (N, 3, H, W) float in [0, 1]
+    images: torch.Tensor  # (N, 3, H, W) uint8; batches carry them as float in [0, 1]
     teacher: torch.Tensor  # (N, H, W)
     teacher_space: str
     overlap: np.ndarray  # (N, N) verified matches per pair
@@ -37,10 +37,18 @@ class LoadedScene:
 def load_training_scene(view_set: ViewSet, labels: SceneLabels, image_size: Tuple[int, int], use_known_intrinsics: bool = True) -> LoadedScene:
     """Images, teacher maps, matches (and GT when the view set has it) resized to ``image_size`` (H, W)."""
     H, W = image_size
-    images = torch.from_numpy(np.stack([view_set.load_image(i) for i in range(view_set.num_views)])).permute(0, 3, 1, 2).float() / 255
-    h0, w0 = images.shape[-2:]
+    # One image at a time, kept as 8-bit at the training size: a few hundred captures of a few hundred
+    # frames each then hold 0.35 MB per view at 294x392, never a capture's full-size images at once.
+    images = torch.empty((view_set.num_views, 3, H, W), dtype=torch.uint8)
+    for i in range(view_set.num_views):
+        image = torch.from_numpy(view_set.load_image(i)).permute(2, 0, 1)[None].float()
+        if i and tuple(image.shape[-2:]) != (h0, w0):
+            raise SceneFormatError(f"{view_set.image_paths[i]}: {image.shape[-1]}x{image.shape[-2]}, unlike the scene's first image "
+                                   f"({w0}x{h0}); training scenes need one image size (split the folder)")
+        h0, w0 = image.shape[-2:]
+        resized = F.interpolate(image, size=(H, W), mode="bilinear", align_corners=False, antialias=True)
+        images[i] = resized[0].round().clamp(0, 255).to(torch.uint8)
     sx, sy = W / w0, H / h0
-    images = F.interpolate(images, size=(H, W), mode="bilinear", align_corners=False, antialias=True)
     teacher = F.interpolate(torch.from_numpy(labels.teacher)[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0]
 
     def scale_uv(uv: np.ndarray) -> torch.Tensor:
@@ -59,6 +67,16 @@ def load_training_scene(view_set: ViewSet, labels: SceneLabels, image_size: Tupl
             depth = torch.from_numpy(nerfstudio_scene.load_depths())[:, None]
             scene.gt_depth = F.interpolate(depth, size=(H, W), mode="nearest")[:, 0]
     return scene
+
+
+def subset_scene(scene: LoadedScene, views: List[int]) -> LoadedScene:
+    """The scene restricted to ``views`` (in that order), its matches renumbered."""
+    position = {v: k for k, v in enumerate(views)}
+    index = torch.as_tensor(views, dtype=torch.long)
+    pick = lambda x: None if x is None else x[index]  # noqa: E731
+    matches = {(position[a], position[b]): m for (a, b), m in scene.matches.items() if a in position and b in position}
+    return LoadedScene(scene.name, scene.images[index], scene.teacher[index], scene.teacher_space, scene.overlap[np.ix_(views, views)],
+                       matches, pick(scene.intrinsics), pick(scene.gt_cam_to_world), pick(scene.gt_depth), dict(scene.metadata))
 
 
 def sample_clip_views(scene: LoadedScene, count: int, rng: random.Random, min_pair_matches: int) -> List[int]:
@@ -100,7 +118,7 @@ def collate_clips(scenes: List[LoadedScene], views: List[List[int]], device) -> 
         torch.cat(conf) if conf else torch.zeros(0),
     ).to(device)
     batch = {
-        "images": torch.stack([s.images[v] for s, v in zip(scenes, views)]).to(device),
+        "images": torch.stack([s.images[v] for s, v in zip(scenes, views)]).to(device).float() / 255,
         "teacher": torch.stack([s.teacher[v] for s, v in zip(scenes, views)]).to(device),
         "teacher_space": scenes[0].teacher_space,
         "matches": matches,

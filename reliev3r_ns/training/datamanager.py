@@ -13,7 +13,7 @@ import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Type
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
@@ -23,8 +23,8 @@ from rich.progress import track
 
 from reliev3r_ns.data.scene_io import SceneFormatError
 from reliev3r_ns.data.synthetic_dataset import ensure_default_dataset
-from reliev3r_ns.labels import LabelCache, Labeller, PseudoLabelConfig, discover_view_sets, open_view_set
-from reliev3r_ns.training.clips import LoadedScene, collate_clips, load_training_scene, sample_clip_views
+from reliev3r_ns.labels import LabelCache, Labeller, PseudoLabelConfig, discover_view_sets
+from reliev3r_ns.training.clips import LoadedScene, collate_clips, load_training_scene, sample_clip_views, subset_scene
 
 CONSOLE = Console()
 
@@ -75,6 +75,11 @@ class Reliev3rDataManagerConfig(DataManagerConfig):
     tensors already in memory (``scripts/bench_training.py`` prints the share of a step it takes)."""
     use_known_intrinsics: bool = True
     """Give the model the scenes' intrinsics (Reliev3R assumes them known) when they have them."""
+    eval_reference: Literal["pycolmap", "none"] = "pycolmap"
+    """Held-out scenes without poses (real captures, videos): 'pycolmap' scores them against pycolmap's
+    SfM of their images, run once and cached beside the labels (evaluation only; no loss sees it)."""
+    min_reference_views: int = 3
+    """A held-out capture where pycolmap registers fewer views is reported and not scored."""
     seed: int = 0
 
 
@@ -131,7 +136,7 @@ class Reliev3rDataManager(DataManager):
     def _load(self, folders: List[Path], split: str) -> List[LoadedScene]:
         loaded = []
         for folder in track(folders, description=f"loading {split} scenes and labels", console=CONSOLE, transient=True):
-            view_set = open_view_set(folder)
+            view_set = self.labeller.open_view_set(folder)
             if view_set.num_views < 2:
                 warnings.warn(f"{folder}: only one image; skipped (a clip needs two overlapping views)")
                 continue
@@ -139,11 +144,33 @@ class Reliev3rDataManager(DataManager):
                 warnings.simplefilter("ignore", UserWarning)
                 labels = self.labeller.label(view_set)
             scene = load_training_scene(view_set, labels, self.config.image_size, self.config.use_known_intrinsics)
+            if split == "eval" and scene.gt_cam_to_world is None and self.config.eval_reference == "pycolmap":
+                scene = self._with_colmap_reference(view_set, scene)
+                if scene is None:
+                    continue
             if (scene.overlap >= self.config.min_pair_matches).sum() == 0:
                 warnings.warn(f"{folder}: no pair of views has {self.config.min_pair_matches} verified matches; skipped")
                 continue
             loaded.append(scene)
         return loaded
+
+    def _with_colmap_reference(self, view_set, scene: LoadedScene) -> Optional[LoadedScene]:
+        """The held-out capture's registered views with pycolmap's poses as the reference, or None
+        (reported) where pycolmap registers fewer than ``min_reference_views``."""
+        from reliev3r_ns.eval.reference_cache import capture_reference
+
+        reference = capture_reference(view_set, self.labeller.cache.root)
+        registered = len(reference.views)
+        if registered < max(2, self.config.min_reference_views):
+            warnings.warn(f"{view_set.root}: pycolmap registered {registered} of {view_set.num_views} views; this held-out "
+                          f"capture has no reference and is not scored (--pipeline.datamanager.min-reference-views {self.config.min_reference_views})")
+            return None
+        if registered < view_set.num_views:
+            CONSOLE.print(f"{view_set.root.name}: scored on the {registered} of {view_set.num_views} views pycolmap registered")
+        scene = subset_scene(scene, reference.views)
+        scene.gt_cam_to_world = torch.from_numpy(reference.cam_to_world).float()
+        scene.metadata["reference"] = "pycolmap"
+        return scene
 
     # ----------------------------------------------------------------------------------- sampling
     def sample_clip_views(self, scene: LoadedScene, count: int, rng: random.Random) -> List[int]:

@@ -21,7 +21,7 @@ from nerfstudio.utils.misc import step_check
 from reliev3r_ns.eval import depth_metrics, pose_metrics
 from reliev3r_ns.geometry import cam_to_world_opengl_to_opencv, intrinsics_nerfstudio_to_opencv, invert_pose, splat_points, transform_points
 from reliev3r_ns.losses import GeometryPrediction, GroundTruth, Reliev3rLossConfig, WeakLabels, compute_loss
-from reliev3r_ns.model import FFRM, FFRMConfig, ModelSize, ffrm_config
+from reliev3r_ns.model import FFRM, FFRMConfig, ModelSize, ffrm_config, load_ffrm
 
 
 @dataclass
@@ -29,7 +29,11 @@ class Reliev3rModelConfig(ModelConfig):
     _target: Type = field(default_factory=lambda: Reliev3rModel)
     enable_collider: bool = False
     model_size: ModelSize = "tiny"
-    """FFRM preset: tiny (CPU), small, base, large."""
+    """FFRM preset: tiny (CPU), small, base, large (ignored with --pipeline.model.init-from)."""
+    init_from: Optional[str] = None
+    """Start from an FFRM instead of a preset: a reliev3r checkpoint, pi3's released weights (model.safetensors)
+    or a hub id (yyfz233/Pi3). The weak losses then fine-tune it; the image size must be a multiple of its patch
+    (14 for pi3: --pipeline.datamanager.image-size 294 392, say)."""
     reference: Literal["none", "first"] = "none"
     """'none': pi3-style permutation-equivariant (Reliev3R); 'first': VGGT-style reference view."""
     gradient_checkpointing: bool = False
@@ -52,9 +56,13 @@ class Reliev3rModel(Model):
         # Set by the Trainer's callbacks: the current step and how often nerfstudio logs training metrics.
         self._train_step: Optional[int] = None
         self._steps_per_log = 1
-        self.ffrm = FFRM(ffrm_config(self.config.model_size, reference=self.config.reference,
-                                     gradient_checkpointing=self.config.gradient_checkpointing,
-                                     camera_translation_init_std=self.config.camera_translation_init_std))
+        if self.config.init_from:
+            self.ffrm = load_ffrm(self.config.init_from)
+            self.ffrm.config.gradient_checkpointing = self.config.gradient_checkpointing
+        else:
+            self.ffrm = FFRM(ffrm_config(self.config.model_size, reference=self.config.reference,
+                                         gradient_checkpointing=self.config.gradient_checkpointing,
+                                         camera_translation_init_std=self.config.camera_translation_init_std))
 
     def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
         return {"ffrm": list(self.ffrm.parameters())}

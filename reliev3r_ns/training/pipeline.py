@@ -55,6 +55,11 @@ class Reliev3rPipeline(VanillaPipeline):
             grad_scaler=grad_scaler,
         )
         self.model.to(device)
+        patch = self.model.ffrm.config.patch_size
+        height, width = config.datamanager.image_size
+        if height % patch or width % patch:
+            raise ValueError(f"--pipeline.datamanager.image-size {height} {width} is not a multiple of this FFRM's patch ({patch}); "
+                             f"use {max(patch, round(height / patch) * patch)} {max(patch, round(width / patch) * patch)}, say")
         self.world_size = world_size
         self.live_view = LiveView(self._viewer_clips(), self._predict_for_view, config.viewer_confidence_percentile)
         self.model.render_source = self.live_view.points_for_render
