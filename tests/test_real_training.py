@@ -145,3 +145,74 @@ def test_bench_labels_prints_each_learned_teachers_throughput():
                   "disk-lightglue (random weights): matching + MAGSAC:"):
         line = next((l for l in result.stdout.splitlines() if label in l), None)
         assert line is not None and float(line.split(":")[-1].split()[0]) > 0, result.stdout
+
+
+FAKE_HUBCONF = '''
+"""A stand-in CoTracker checkout for tests: the frames are windows sliding right over one texture by
+SHIFT input pixels per frame, so a point at x in frame t is at x - (k - t) * SHIFT in frame k."""
+import json
+from pathlib import Path
+
+import torch
+
+SHIFT = json.loads((Path(__file__).parent / "shift.json").read_text())["shift"]
+
+
+class SlidingWindowTracker(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))  # something for the weights fingerprint
+
+    def forward(self, video, queries=None, backward_tracking=False):  # video (B, T, 3, H, W), queries (B, N, 3) = (t, x, y)
+        B, T, _, H, W = video.shape
+        k = torch.arange(T, dtype=torch.float32)[None, :, None]
+        x = queries[:, None, :, 1] - (k - queries[:, None, :, 0]) * SHIFT
+        y = queries[:, None, :, 2].expand_as(x)
+        tracks = torch.stack([x, y], -1)  # (B, T, N, 2)
+        return tracks, (x >= 0) & (x <= W - 1)
+
+
+def cotracker3_offline(pretrained=True, **kwargs):
+    return SlidingWindowTracker()
+'''
+
+
+def test_cotracker_through_torch_hub_tracks_a_view_set_into_verified_cached_matches(tmp_path, monkeypatch):
+    """CoTracker loaded as its users load it (torch.hub), here from a local checkout holding a stand-in
+    tracker whose tracks are known; frames resized for it and the tracks mapped back to the images' pixels."""
+    import torch
+
+    from reliev3r_ns.teachers.cotracker import CoTrackerMatcher, CoTrackerMatcherConfig, TrackerError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
+    with pytest.raises(TrackerError, match=r"facebookresearch/co-tracker is not in torch.hub's cache.*HF_HUB_OFFLINE.*--cotracker.repo"):
+        CoTrackerMatcher(CoTrackerMatcherConfig())
+    repo = tmp_path / "co-tracker"
+    repo.mkdir()
+    (repo / "hubconf.py").write_text(FAKE_HUBCONF)
+    step, scale = 8, 0.5  # 8 image pixels per frame; the tracker sees the frames at half size
+    (repo / "shift.json").write_text(json.dumps({"shift": step * scale}))
+    texture = np.random.default_rng(0).integers(0, 255, (96, 160 + 5 * step, 3), dtype=np.uint8)
+    folder = tmp_path / "slide"
+    folder.mkdir()
+    for k in range(6):
+        Image.fromarray(texture[:, k * step : k * step + 160]).save(folder / f"frame_{k:02d}.png")
+
+    from test_labels import tiny_depth_anything
+
+    from reliev3r_ns.teachers.depth import TransformersDepthTeacherConfig
+
+    teacher = TransformersDepthTeacherConfig(model=str(tiny_depth_anything(tmp_path / "teacher")), device="cpu")
+    config = PseudoLabelConfig(depth_teacher="transformers", transformers=teacher, matcher="cotracker", cotracker=CoTrackerMatcherConfig(repo=str(repo), max_side=80, grid_size=10, query_every=3,
+                                                                                    device="cpu", min_matches=8))
+    labeller = Labeller(config, LabelCache(tmp_path / "cache"))
+    labels = labeller.label(open_view_set(folder))
+    assert labels.num_matches > 0
+    for (i, j), (uv_i, uv_j, _) in labels.matches.items():
+        if len(uv_i):
+            assert np.allclose(uv_j[:, 0], uv_i[:, 0] - (j - i) * step, atol=1e-3) and np.allclose(uv_j[:, 1], uv_i[:, 1], atol=1e-3)
+    assert len(labels.matches[(0, 1)][0]) >= 50  # neighbours share most of the grid
+    monkeypatch.setattr(CoTrackerMatcher, "track", lambda *a: pytest.fail("tracked again"))
+    again = Labeller(config, LabelCache(tmp_path / "cache")).label(open_view_set(folder))
+    assert again.num_matches == labels.num_matches

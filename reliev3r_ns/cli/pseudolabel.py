@@ -31,6 +31,7 @@ from reliev3r_ns.labels.video_frames import DEFAULT_VIDEO_FRAMES
 from reliev3r_ns.labels.pipeline import MatcherName
 from reliev3r_ns.labels.workers import label_in_processes, label_scene
 from reliev3r_ns.teachers.depth import TeacherError, TransformersDepthTeacherConfig
+from reliev3r_ns.teachers.cotracker import CoTrackerMatcherConfig
 from reliev3r_ns.teachers.imported import ImportedMatcherConfig
 from reliev3r_ns.teachers.kornia_matchers import KorniaMatcherConfig
 from reliev3r_ns.teachers.sift import SiftMatcherConfig
@@ -58,10 +59,12 @@ class PseudoLabel:
     batch_size: int = 4
     matcher: MatcherName = "sift"
     """'kornia': DISK + LightGlue or LoFTR, kornia's hub weights or local files (--kornia.method, --kornia.weights, ...).
-    'imported': tracks.npz / matches.npz beside each scene's images (e.g. CoTracker).
+    'cotracker': CoTracker through torch.hub (--cotracker.repo: a repo id or a local checkout).
+    'imported': tracks.npz / matches.npz beside each scene's images (e.g. CoTracker run elsewhere).
     'simulated': GT correspondences with noise and outliers (synthetic scenes; experiments and tests only)."""
     sift: SiftMatcherConfig = field(default_factory=SiftMatcherConfig)
     kornia: KorniaMatcherConfig = field(default_factory=KorniaMatcherConfig)
+    cotracker: CoTrackerMatcherConfig = field(default_factory=CoTrackerMatcherConfig)
     imported: ImportedMatcherConfig = field(default_factory=ImportedMatcherConfig)
     simulated_matches: SimulatedMatcherConfig = field(default_factory=SimulatedMatcherConfig)
     pairs: PairSelectionConfig = field(default_factory=PairSelectionConfig)
@@ -81,6 +84,7 @@ class PseudoLabel:
             matcher=self.matcher,
             sift=self.sift,
             kornia=self.kornia,
+            cotracker=self.cotracker,
             imported=self.imported,
             simulated_matches=self.simulated_matches,
             pairs=self.pairs,

@@ -25,13 +25,14 @@ from reliev3r_ns.teachers.depth import (
     TransformersDepthTeacher,
     TransformersDepthTeacherConfig,
 )
+from reliev3r_ns.teachers.cotracker import CoTrackerMatcherConfig
 from reliev3r_ns.teachers.imported import ImportedMatcher, ImportedMatcherConfig
 from reliev3r_ns.teachers.kornia_matchers import KorniaMatcherConfig
 from reliev3r_ns.teachers.sift import SiftMatcher, SiftMatcherConfig
 from reliev3r_ns.teachers.simulated import SimulatedDepthTeacherConfig, SimulatedMatcher, SimulatedMatcherConfig
 
 
-MatcherName = Literal["sift", "kornia", "imported", "simulated"]
+MatcherName = Literal["sift", "kornia", "cotracker", "imported", "simulated"]
 
 
 @dataclass
@@ -45,10 +46,12 @@ class PseudoLabelConfig:
     simulated_seed: int = 0
     matcher: MatcherName = "sift"
     """'kornia': DISK + LightGlue or LoFTR, kornia's hub weights or local files (see --kornia.*, teachers/kornia_matchers.py).
+    'cotracker': CoTracker tracks computed here, through torch.hub (see --cotracker.*, teachers/cotracker.py).
     'imported': tracks.npz / matches.npz made elsewhere (e.g. CoTracker), see teachers/imported.py.
     'simulated': GT correspondences with noise and outliers (synthetic scenes; experiments and tests only)."""
     sift: SiftMatcherConfig = field(default_factory=SiftMatcherConfig)
     kornia: KorniaMatcherConfig = field(default_factory=KorniaMatcherConfig)
+    cotracker: CoTrackerMatcherConfig = field(default_factory=CoTrackerMatcherConfig)
     imported: ImportedMatcherConfig = field(default_factory=ImportedMatcherConfig)
     simulated_matches: SimulatedMatcherConfig = field(default_factory=SimulatedMatcherConfig)
     pairs: PairSelectionConfig = field(default_factory=PairSelectionConfig)
@@ -65,6 +68,10 @@ class PseudoLabelConfig:
             return SimulatedMatcher(self.simulated_matches)
         if self.matcher == "imported":
             return ImportedMatcher(self.imported)
+        if self.matcher == "cotracker":
+            from reliev3r_ns.teachers.cotracker import CoTrackerMatcher
+
+            return CoTrackerMatcher(self.cotracker)
         if self.matcher == "kornia":
             from reliev3r_ns.teachers.kornia_matchers import KorniaMatcher
 
