@@ -126,6 +126,8 @@ def run_set(name: str, folder: Path, model, args) -> List[Dict]:
         if processed.refinement is not None:
             row["initialisation"] = processed.refinement.initialisation
             row["refinement_steps"] = processed.refinement.steps
+            row["focal_start"] = processed.refinement.focal_start
+            row["focal_trials"] = processed.refinement.focal_trials
         if reference is not None:
             row.update(pose_row(prediction_from_reconstruction(r, method), reference))
         rows.append(row)

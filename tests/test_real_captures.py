@@ -196,6 +196,30 @@ def test_view_refinement_lowers_the_reprojection_error_on_real_frames(checkpoint
 
 
 @needs_shared
+def test_the_focal_search_finds_the_rooms_focal_length_where_a_single_start_stays_wrong(checkpoint, tmp_path):
+    # The three room views SIFT links (as pycolmap registers them): short baselines, where the
+    # refinement keeps a focal length near its start. COLMAP's 1.2 x side start (a 45 degree view)
+    # stays far from the render's 81 degrees; the search's best reprojection finds it.
+    reference = np.load(SHARED / "room" / "reference.npz")
+    true_focal = float(reference["intrinsics"][0, 0, 0])
+    folder = tmp_path / "room"
+    folder.mkdir()
+    for name in ("0.png", "1.png", "2.png"):
+        shutil.copyfile(SHARED / "room" / "images" / name, folder / name)
+    model = FFRM.from_checkpoint(checkpoint)
+    prior = process_capture(model, folder, config=CaptureConfig(refine_views=ViewRefineConfig(focal_init="prior")))
+    search = process_capture(model, folder, config=CaptureConfig(refine_views=ViewRefineConfig(focal_init="search")))
+    focal_prior = float(prior.reconstruction.intrinsics[0, 0, 0])
+    focal_search = float(search.reconstruction.intrinsics[0, 0, 0])
+    assert abs(focal_prior / true_focal - 1) > 0.3, focal_prior
+    assert abs(focal_search / true_focal - 1) < 0.1, (focal_search, search.refinement.focal_trials)
+    assert search.refinement.median_error_px_after < prior.refinement.median_error_px_after
+    assert search.refinement.focal_start in search.refinement.focal_trials and len(search.refinement.focal_trials) == 7
+    with pytest.raises(ValueError, match="focal_init='narrow'"):
+        ViewRefineConfig(focal_init="narrow").validate()
+
+
+@needs_shared
 def test_a_mixed_size_folder_of_real_photos_gives_a_dataset_nerfstudio_reads(checkpoint, tmp_path):
     from reliev3r_ns.process.dataparser import PlyfileNerfstudioDataParserConfig
 

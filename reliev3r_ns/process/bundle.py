@@ -68,13 +68,25 @@ class ViewRefineConfig:
     """In units of the scene's median depth."""
     lr_depth: float = 1e-2
     lr_focal: float = 1e-2
-    focal_init: str = "prior"
-    """Starting focal length: 'prior' (COLMAP's guess without EXIF: 1.2 x the longer image side, a
+    focal_init: str = "search"
+    """Starting focal length: 'search' (a short refinement from the network's focal length and from
+    each of ``focal_search`` fields of view, then the full one from the start whose matches
+    reproject best, in pixels), 'prior' (COLMAP's guess without EXIF: 1.2 x the longer image side, a
     45 degree view), 'ffrm' (the network's prediction; right for a network trained on real photos),
-    'wide' (0.5 x the longer side, 90 degrees), a number of pixels for the longer side, or 'search'
-    (a short refinement from each of ffrm, prior and wide, then the full one from the lowest loss;
-    on forward motion the loss barely tells focal lengths apart, so it can pick a wrong one). EXIF
-    focal lengths, where a photo has one, are passed in by the caller and win over all of these."""
+    'wide' (0.5 x the longer side, 90 degrees) or a number of pixels for the longer side. The
+    refinement moves a focal length only a little from where it starts (on few views or forward
+    motion the matches barely tell focal lengths apart, and each start has its own basin), hence
+    the search. EXIF focal lengths, where a photo has one, are passed in by the caller and win over
+    all of these."""
+    focal_search: Tuple[float, ...] = (0.5, 0.65, 0.85, 1.2, 1.6, 2.2)
+    """'search' tries these focal lengths, as multiples of the longer image side (90, 75, 61, 45,
+    35 and 26 degrees across it), and the network's."""
+    focal_search_steps: int = 100
+    """Steps of each trial of the search."""
+    focal_search_margin: float = 0.85
+    """The search keeps COLMAP's prior (1.2 x the longer side) unless another start's median match
+    error is below this fraction of the prior's both in pixels and in angle (see docs/real_captures.md:
+    on valley the starts differ by hundredths of a pixel; on room the prior's basin is 6x worse)."""
     initialisation: str = "best"
     """'best' (the FFRM's cameras or two-view chaining, whichever fits the matches better), 'ffrm', 'two-view'."""
     patience: int = 60
@@ -95,6 +107,16 @@ class ViewRefineConfig:
                 raise ValueError(f"refine {name}={getattr(self, name)} must be >= 0")
         if not self.scale_pixels > 0 or self.grid_cells < 1:
             raise ValueError("refine scale_pixels must be > 0 and grid_cells >= 1")
+        if self.focal_init not in ("search", "prior", "ffrm", "wide"):
+            try:
+                if not float(self.focal_init) > 0:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"refine focal_init={self.focal_init!r}: choose search, prior, ffrm, wide or a focal length in pixels") from None
+        if not self.focal_search or not all(f > 0 for f in self.focal_search) or self.focal_search_steps < 1:
+            raise ValueError("refine focal_search needs focal lengths > 0 and focal_search_steps >= 1")
+        if not 0 < self.focal_search_margin <= 1:
+            raise ValueError(f"refine focal_search_margin={self.focal_search_margin} must be in (0, 1]")
 
 
 @dataclass
@@ -110,7 +132,9 @@ class ViewRefineResult:
     median_error_px_after: float
     curve: List[float]
     view_error_px: np.ndarray  # (N,) median error of the matches each view takes part in, after, in matching pixels
-    focal_trials: Optional[Dict[str, float]] = None  # focal_init='search': each start's loss after its trial
+    median_angle_after: float = math.nan  # radians: the same matches' median angular error
+    focal_start: str = ""  # the focal_init the final refinement started from
+    focal_trials: Optional[Dict[str, Dict[str, float]]] = None  # focal_init='search': each start's median match error after its trial
 
 
 # ---------------------------------------------------------------------------------- observations
@@ -296,16 +320,32 @@ def refine_views(
     args = (graph, image_sizes, cam_to_world, intrinsics, teacher_depth)
     if config.focal_init != "search" or (exif_focal is not None and all(exif_focal)):
         return _refine_views(*args, config, initial_depth, exif_focal, progress)
-    trial_steps = max(1, config.steps // 4)
-    trials = {}
-    for k, candidate in enumerate(("ffrm", "prior", "wide")):
+    trial_steps = max(1, min(config.focal_search_steps, config.steps))
+    longest = max(max(size) for size in image_sizes)
+    prior = f"{1.2 * longest:g}"
+    candidates = ["ffrm"] + [f"{fraction * longest:g}" for fraction in config.focal_search]
+    candidates += [] if prior in candidates else [prior]
+    total = len(candidates) * trial_steps + config.steps
+    trials, angles = {}, {}
+    for k, candidate in enumerate(candidates):
         trial = dataclasses.replace(config, focal_init=candidate, steps=trial_steps, patience=trial_steps)
-        report = (lambda done, total, loss, k=k: progress(k * trial_steps + done, 3 * trial_steps + config.steps, loss)) if progress else None
-        trials[candidate] = _refine_views(*args, trial, initial_depth, exif_focal, report).loss_after
-    best = min(trials, key=trials.get)
-    report = (lambda done, total, loss: progress(3 * trial_steps + done, 3 * trial_steps + config.steps, loss)) if progress else None
+        report = (lambda done, _, loss, k=k: progress(k * trial_steps + done, total, loss)) if progress else None
+        outcome = _refine_views(*args, trial, initial_depth, exif_focal, report)
+        trials[candidate], angles[candidate] = outcome.median_error_px_after, outcome.median_angle_after
+    # A start beats COLMAP's prior only where its matches reproject clearly better both in image
+    # pixels and in angle: a smaller focal length alone shrinks the pixel size of the same angular
+    # errors (a moving subject's, say), a larger one alone shrinks the angles. The loss is no judge
+    # (its depth term follows a teacher that favours no focal length).
+    margin = config.focal_search_margin
+    better = [c for c in candidates if trials[c] < margin * trials[prior] and angles[c] < margin * angles[prior]]
+    best = min(better, key=trials.get) if better else prior
+    report = (lambda done, _, loss: progress(len(candidates) * trial_steps + done, total, loss)) if progress else None
     result = _refine_views(*args, dataclasses.replace(config, focal_init=best), initial_depth, exif_focal, report)
-    result.focal_trials = trials
+    if best != prior and not result.median_error_px_after < trials[prior]:
+        # The full run from the chosen start ended worse than the prior's short trial (its longer,
+        # hotter schedule can leave a basin its trial had settled in): COLMAP's start after all.
+        result = _refine_views(*args, dataclasses.replace(config, focal_init=prior), initial_depth, exif_focal, report)
+    result.focal_trials = {c: {"median_px": trials[c], "median_angle_deg": math.degrees(angles[c])} for c in candidates}
     return result
 
 
@@ -453,9 +493,10 @@ def _refine_views(
 
     ones = torch.ones(1, N, *coarse_hw, dtype=dtype)
 
-    def objective() -> Tuple[Tensor, Tensor]:
+    def objective() -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         rotations, centres, K = current()
         a, b = _angular_errors(lifted(rotations, centres, K), centres, obs)
+        angle = (0.5 * (a + b)).detach()
         focal = K[:, 0, 0]
         a = a * focal[obs.view_a]  # the angle in pixels of the camera it is measured at
         b = b * focal[obs.view_b]
@@ -468,13 +509,13 @@ def _refine_views(
         depth_loss, _ = relative_depth_loss(depth_map[None], ones, coarse_teacher[None], "depth")
         prior = robust(offsets, "cauchy", 0.1).mean()
         loss = config.reprojection_weight * reprojection + config.depth_weight * depth_loss + config.keypoint_prior_weight * prior
-        return loss, (0.5 * (a + b)).detach(), (0.5 * (a_m + b_m)).detach()
+        return loss, (0.5 * (a + b)).detach(), (0.5 * (a_m + b_m)).detach(), angle
 
     def median_px(error_px: Tensor) -> float:
         return float(error_px.median())
 
     with torch.no_grad():
-        loss0, err0, _ = objective()
+        loss0, err0, _, _ = objective()
     groups = [{"params": [rotation], "lr": config.lr_rotation}, {"params": [centre], "lr": config.lr_translation},
               {"params": [log_scale, offsets, grid], "lr": config.lr_depth}]
     if config.refine_focal:
@@ -484,10 +525,14 @@ def _refine_views(
     optimiser = torch.optim.Adam(groups)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(config.steps, 1), eta_min=0.0)
     best, since = float("inf"), 0
+    parameters = [rotation, centre, log_scale, offsets, grid, log_focal]
+    best_state = [p.detach().clone() for p in parameters]
     for step in range(config.steps):
-        loss, _, _ = objective()
+        loss, _, _, _ = objective()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"view refinement loss became {float(loss)} at step {step}; lower the learning rates")
+        if float(loss.detach()) < best:  # the parameters this loss was measured at, before the step
+            best_state = [p.detach().clone() for p in parameters]
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -505,7 +550,14 @@ def _refine_views(
                 break
 
     with torch.no_grad():
-        loss1, err1, err1_matching = objective()
+        # Early stopping keeps the best parameters seen, not the last: where the loss climbs out
+        # of a good state (a start far from its basin, at the schedule's high learning rate), the
+        # run returns that state.
+        loss_last, _, _, _ = objective()
+        if best < float(loss_last):
+            for p, saved in zip(parameters, best_state):
+                p.copy_(saved)
+        loss1, err1, err1_matching, angle1 = objective()
         view_error = np.array([float(err1_matching[(obs.view_a == v) | (obs.view_b == v)].median()) if ((obs.view_a == v) | (obs.view_b == v)).any()
                                else math.nan for v in range(N)])
         rotations, centres, K = current()
@@ -518,7 +570,8 @@ def _refine_views(
             sel = obs.view == v
             detail = _spread_offsets(obs.uv[sel].double().numpy(), offsets.detach()[sel].double().numpy(), image_sizes[v], t.shape)
             depth_out.append((t * np.exp(smooth + detail) * factor).astype(np.float32))
-    return ViewRefineResult(c2w, K.double().numpy(), depth_out, chosen, steps_done, float(loss0), float(loss1), median_px(err0), median_px(err1), curve, view_error)
+    return ViewRefineResult(c2w, K.double().numpy(), depth_out, chosen, steps_done, float(loss0), float(loss1), median_px(err0), median_px(err1), curve, view_error,
+                            focal_start=config.focal_init, median_angle_after=float(angle1.median()))
 
 
 def match_reprojection_errors(graph: MatchGraph, image_sizes: Sequence[Tuple[int, int]], cam_to_world: np.ndarray,

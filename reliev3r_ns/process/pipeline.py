@@ -69,7 +69,8 @@ class ProcessedCapture:
             r = self.refinement
             out["view_refinement"] = {"steps": r.steps, "initialisation": r.initialisation, "loss_before": r.loss_before,
                                       "loss_after": r.loss_after, "median_match_error_px_before": r.median_error_px_before,
-                                      "median_match_error_px_after": r.median_error_px_after}
+                                      "median_match_error_px_after": r.median_error_px_after, "focal_start": r.focal_start,
+                                      "focal_trials": r.focal_trials}
         return out
 
 
@@ -184,7 +185,8 @@ def print_capture_report(processed: ProcessedCapture, console) -> None:
         console.print(f"ignored {len(capture.ignored)} non-image file(s): {', '.join(capture.ignored[:5])}")
     r = processed.refinement
     if r is not None:
-        table = Table(title=f"view refinement ({r.steps} steps, started from the {r.initialisation} cameras)")
+        focal = f", focal length started at {r.focal_start}" + (" px, chosen by the focal search" if r.focal_trials else "")
+        table = Table(title=f"view refinement ({r.steps} steps, started from the {r.initialisation} cameras{focal})")
         for column in ("", "weak loss", "median match reprojection error (px)"):
             table.add_column(column)
         table.add_row("before", f"{r.loss_before:.4f}", f"{r.median_error_px_before:.2f}")

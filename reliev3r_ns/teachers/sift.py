@@ -15,6 +15,9 @@ import numpy as np
 @dataclass
 class SiftMatcherConfig:
     max_features: int = 4000
+    contrast_threshold: float = 0.04
+    """OpenCV's SIFT contrast threshold (its default). Lower finds keypoints in dark, low-contrast
+    images (renders, indoor shots at night), at the cost of more, weaker keypoints."""
     ratio: float = 0.8
     """Lowe's ratio test threshold."""
     ransac_threshold_px: float = 1.0
@@ -35,7 +38,7 @@ def extract_sift(image_rgb: np.ndarray, config: SiftMatcherConfig = SiftMatcherC
     import cv2
 
     grey = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY) if image_rgb.ndim == 3 else image_rgb
-    sift = cv2.SIFT_create(nfeatures=config.max_features)
+    sift = cv2.SIFT_create(nfeatures=config.max_features, contrastThreshold=config.contrast_threshold)
     keypoints, descriptors = sift.detectAndCompute(grey, None)
     if descriptors is None:
         return SiftFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
