@@ -317,8 +317,9 @@ def test_refinement_without_a_depth_teacher_says_what_to_pass(scene_dir, checkpo
 
     command = ProcessImages(data=scene_dir, output_dir=tmp_path / "out", checkpoint=checkpoint)
     command.refine.steps = 5
-    with pytest.raises(DepthTeacherError, match="needs a model"):
+    with pytest.raises(DepthTeacherError, match=r"--refine\.labels\.transformers\.model PATH_OR_HUB_ID.*needs no weights"):
         command.main()
+    assert not (tmp_path / "out").exists()  # refused before any work
 
 
 # -------------------------------------------------------------------------------------- dataparser

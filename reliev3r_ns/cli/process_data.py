@@ -92,6 +92,14 @@ class _ProcessData:
 
     def main(self) -> Path:
         model = self._load_model()  # before any slow work: a missing checkpoint fails at once
+        labels = self.refine.labels
+        if self.refine.steps > 0 and labels.depth_teacher == "transformers" and not labels.transformers.model:
+            from reliev3r_ns.teachers.depth import DepthTeacherError
+
+            raise DepthTeacherError("--refine.steps fine-tunes the network and needs a depth model for its labels: "
+                             "--refine.labels.transformers.model PATH_OR_HUB_ID (e.g. a local Depth Anything folder). "
+                             "Without one, leave --refine.steps at 0: the cameras are still refined on the photos' own "
+                             "matches (--capture.refine-views), which needs no weights")
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="reliev3r-process-") as workdir:
             folder = self._images_folder(Path(workdir))
