@@ -246,3 +246,34 @@ def test_a_mixed_size_folder_of_real_photos_gives_a_dataset_nerfstudio_reads(che
     outputs = PlyfileNerfstudioDataParserConfig(data=out, train_split_fraction=1.0).setup().get_dataparser_outputs("train")
     assert len(outputs.image_filenames) == len(meta["frames"]) and len(outputs.metadata["points3D_xyz"]) > 100
     assert meta["reliev3r"]["view_refinement"]["median_match_error_px_after"] < 1.5
+
+
+def test_the_focal_search_takes_a_start_only_where_pixels_and_angles_both_improve(monkeypatch):
+    # The selection rule alone, on stand-in trial outcomes (start -> (median px, median angle)).
+    import math
+    from types import SimpleNamespace
+
+    from reliev3r_ns.process import bundle
+    from reliev3r_ns.process.matching import MatchGraph, PairMatches
+
+    graph = MatchGraph([np.zeros((1, 2), np.float32)] * 2, [PairMatches(0, 1, np.zeros(1, int), np.zeros(1, int), np.ones(1))], 2)
+    sizes = [(100, 200), (100, 200)]  # prior: 1.2 x 200 = 240 px
+
+    def pick(outcomes, final_px=None):
+        def fake(graph, image_sizes, c2w, K, teacher, config, *rest):
+            px, angle = outcomes.get(config.focal_init, (9.0, 9.0))
+            if config.steps == 400:  # the full run
+                px = final_px.get(config.focal_init, px) if final_px else px
+            return SimpleNamespace(median_error_px_after=px, median_angle_after=math.radians(angle), focal_start=config.focal_init,
+                                   focal_trials=None)
+        monkeypatch.setattr(bundle, "_refine_views", fake)
+        return bundle.refine_views(graph, sizes, np.eye(4)[None].repeat(2, 0), np.eye(3)[None].repeat(2, 0), [np.ones((4, 4))] * 2,
+                                   bundle.ViewRefineConfig(steps=400)).focal_start
+
+    prior = {"240": (1.0, 0.10)}
+    assert pick({**prior, "100": (0.5, 0.05)}) == "100"  # better in both: taken
+    assert pick({**prior, "100": (0.5, 0.12)}) == "240"  # smaller pixels only (a shorter focal length): not taken
+    assert pick({**prior, "440": (1.2, 0.05)}) == "240"  # smaller angles only (a longer one): not taken
+    assert pick({**prior, "100": (0.9, 0.09)}) == "240"  # within the margin: the prior stays
+    assert pick({**prior, "100": (0.5, 0.05), "130": (0.4, 0.08)}) == "130"  # of those better in both, the fewest pixels
+    assert pick({**prior, "100": (0.5, 0.05)}, final_px={"100": 1.5}) == "240"  # its full run ends worse: the prior's run
