@@ -70,8 +70,8 @@ class ViewRefineConfig:
     lr_focal: float = 1e-2
     focal_init: str = "search"
     """Starting focal length: 'search' (a short refinement from the network's focal length and from
-    each of ``focal_search`` fields of view, then the full one from the start whose matches
-    reproject best, in pixels), 'prior' (COLMAP's guess without EXIF: 1.2 x the longer image side, a
+    each of ``focal_search``, then the full one from the start whose matches reproject clearly
+    better than from COLMAP's prior, in pixels and in angle; see ``focal_search_margin``), 'prior' (COLMAP's guess without EXIF: 1.2 x the longer image side, a
     45 degree view), 'ffrm' (the network's prediction; right for a network trained on real photos),
     'wide' (0.5 x the longer side, 90 degrees) or a number of pixels for the longer side. The
     refinement moves a focal length only a little from where it starts (on few views or forward
@@ -553,11 +553,11 @@ def _refine_views(
         # Early stopping keeps the best parameters seen, not the last: where the loss climbs out
         # of a good state (a start far from its basin, at the schedule's high learning rate), the
         # run returns that state.
-        loss_last, _, _, _ = objective()
-        if best < float(loss_last):
+        loss1, err1, err1_matching, angle1 = objective()
+        if best < float(loss1):
             for p, saved in zip(parameters, best_state):
                 p.copy_(saved)
-        loss1, err1, err1_matching, angle1 = objective()
+            loss1, err1, err1_matching, angle1 = objective()
         view_error = np.array([float(err1_matching[(obs.view_a == v) | (obs.view_b == v)].median()) if ((obs.view_a == v) | (obs.view_b == v)).any()
                                else math.nan for v in range(N)])
         rotations, centres, K = current()

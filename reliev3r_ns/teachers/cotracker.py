@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from reliev3r_ns.geometry import scale_pixels
-from reliev3r_ns.teachers.depth import TeacherError, hub_offline
+from reliev3r_ns.teachers.depth import TeacherError, hub_offline, weights_fingerprint
 from reliev3r_ns.teachers.sift import VERIFICATION, verify_matches
 
 Match = Tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -102,12 +102,7 @@ class CoTrackerMatcher:
         self._tracked: Tuple[object, Tuple[np.ndarray, np.ndarray]] = (None, None)
 
     def description(self) -> dict:
-        # The weights are fingerprinted (a few values of every tensor): other weights, other labels.
-        digest = __import__("hashlib").sha256()
-        for name, tensor in sorted(self.tracker.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().flatten()[:16].float().cpu().numpy().tobytes())
-        return {"matcher": self.name, "verification": VERIFICATION, "weights": digest.hexdigest()[:16],
+        return {"matcher": self.name, "verification": VERIFICATION, "weights": weights_fingerprint(self.tracker),
                 **{k: v for k, v in asdict(self.config).items() if k != "device"}}
 
     def item_files(self, view_set, index: int) -> List[Path]:

@@ -125,6 +125,16 @@ def hub_file(repo: str, filename: str, how: str, error: type = TeacherError) -> 
                     f"({str(failure).splitlines()[0] if str(failure) else type(failure).__name__}): {advice}") from None
 
 
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """A short hash of a network's weights (the names and a few values of every tensor), for the cache
+    key of the labels it makes: a retrained checkpoint at the same path or hub id gets new labels."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().flatten()[:16].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def load_pretrained(loader, model: str, download: bool, what: str = "depth teacher"):
     """``loader.from_pretrained(model)`` the way its users call it, with errors that say what to do: the
     local cache (or folder) first, then, for a hub id, a download unless offline."""
@@ -177,19 +187,13 @@ class TransformersDepthTeacher(DepthTeacher):
         )
 
     def description(self) -> Dict[str, Any]:
-        # The weights themselves are fingerprinted (a few values of every tensor), so a retrained
-        # checkpoint at the same path gets new labels.
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().flatten()[:16].float().cpu().numpy().tobytes())
         return {
             "teacher": "transformers",
             "model": self.config.model,
             "space": self.space,
             "model_config": json.loads(self.model.config.to_json_string()),
             "processor": json.loads(self.processor.to_json_string()),
-            "weights": digest.hexdigest()[:16],
+            "weights": weights_fingerprint(self.model),
         }
 
     @torch.inference_mode()
